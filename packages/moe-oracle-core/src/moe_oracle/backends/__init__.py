@@ -1,0 +1,17 @@
+"""Backends that ship with core: ``reference`` (every scheme, every vendor, always last) and the
+vendor-neutral Triton backends (``moe_oracle.triton``)."""
+
+from __future__ import annotations
+
+from moe_oracle.spec import BackendSpec, PriorityHint
+
+
+def core_backends() -> list[BackendSpec | PriorityHint]:
+    from moe_oracle.backends.reference.spec import REFERENCE_SPEC
+
+    items: list[BackendSpec | PriorityHint] = [REFERENCE_SPEC]
+    try:
+        from moe_oracle.triton.spec import triton_backends
+    except ImportError:  # the Triton backends land in their own module
+        return items
+    return [*triton_backends(), *items]

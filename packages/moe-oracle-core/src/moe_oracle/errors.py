@@ -1,0 +1,89 @@
+"""Every error moe-oracle raises, each carrying the offending object as fields."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+
+class MoEOracleError(Exception):
+    """Base class of moe-oracle's errors."""
+
+
+class ConfigError(MoEOracleError, ValueError):
+    """A configuration value is invalid; ``field`` names it, ``allowed`` lists valid values."""
+
+    def __init__(self, field: str, message: str, *, allowed: Iterable[object] | None = None) -> None:
+        self.field = field
+        self.allowed = tuple(allowed) if allowed is not None else None
+        text = f"{field}: {message}"
+        if self.allowed is not None:
+            text += f" (allowed: {', '.join(map(str, self.allowed))})"
+        super().__init__(text)
+
+
+class UnknownBackendError(ConfigError):
+    """A backend name that no registered spec carries."""
+
+    def __init__(self, field: str, name: str, known: Iterable[str]) -> None:
+        self.backend = name
+        self.known = tuple(sorted(known))
+        super().__init__(field, f"unknown backend {name!r}", allowed=self.known)
+
+
+class UnsupportedBackendError(MoEOracleError):
+    """A forced backend cannot serve this config; ``reasons`` says why, ``alternatives`` who can."""
+
+    def __init__(self, backend: str, reasons: list[str], alternatives: list[str]) -> None:
+        self.backend = backend
+        self.reasons = reasons
+        self.alternatives = alternatives
+        can = ", ".join(alternatives) if alternatives else "none"
+        super().__init__(
+            f"backend {backend!r} cannot serve this config: {'; '.join(reasons)}. Backends that can: {can}"
+        )
+
+
+class NoBackendError(MoEOracleError):
+    """No candidate fits; ``reasons`` maps every candidate to its rejection."""
+
+    def __init__(self, reasons: Mapping[str, str], context: str = "") -> None:
+        self.reasons = dict(reasons)
+        lines = "\n".join(f"  {name}: {why}" for name, why in self.reasons.items()) or "  (no candidates)"
+        where = f" for {context}" if context else ""
+        super().__init__(f"no MoE backend fits{where}; every candidate's reason:\n{lines}")
+
+
+class RegistryError(MoEOracleError):
+    """A backend spec or plugin is invalid (duplicate name, bad field, bad import path)."""
+
+
+class PriorityCycleError(MoEOracleError):
+    """Priority hints contradict each other; ``edges`` lists each (before, after, source, reason)."""
+
+    def __init__(self, edges: list[tuple[str, str, str, str]]) -> None:
+        self.edges = edges
+        self.packages = sorted({source for _, _, source, _ in edges})
+        lines = "\n".join(f"  {a} before {b} (from {src}: {why})" for a, b, src, why in edges)
+        super().__init__(
+            f"priority hints form a cycle involving packages {', '.join(self.packages)}:\n{lines}"
+        )
+
+
+class WeightError(MoEOracleError, ValueError):
+    """A weight or scale tensor does not match the config; names the tensor, expected and got."""
+
+    def __init__(self, name: str, expected: object, got: object) -> None:
+        self.name = name
+        self.expected = expected
+        self.got = got
+        super().__init__(f"{name}: expected {expected}, got {got}")
+
+
+class InputError(MoEOracleError, ValueError):
+    """A forward input is invalid; names the argument, expected and got."""
+
+    def __init__(self, name: str, expected: object, got: object) -> None:
+        self.name = name
+        self.expected = expected
+        self.got = got
+        super().__init__(f"{name}: expected {expected}, got {got}")

@@ -1,0 +1,1 @@
+"""Kernel structure: weights, quant configs, prepare/finalize, experts and the fused kernel."""

@@ -1,0 +1,231 @@
+"""``MoEKernelOracle``: the selection loop, written once; scheme oracles fill small hooks.
+
+Subclass contract. MUST set ``family`` (a ``QuantScheme.family``). MAY override
+``make_quant_config`` (scheme-specific scale handling). Everything else (the backend enum built
+from the registry, merged priorities, overrides, the report, conversion, kernel assembly) is
+here, once.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, ClassVar
+
+from moe_oracle.config.quant import SCHEME_NAMES, QuantScheme
+from moe_oracle.errors import NoBackendError, UnknownBackendError, UnsupportedBackendError
+from moe_oracle.kernel.modular import FusedMoEKernel, LocalPrepareFinalize, PrepareFinalize
+from moe_oracle.kernel.quant_config import QuantConfig, QuantDesc
+from moe_oracle.kernel.weights import CanonicalWeights, KernelWeights, canonical_kernel_weights
+from moe_oracle.oracle.overrides import Overrides, resolve_overrides
+from moe_oracle.oracle.report import (
+    EXCLUDED, REJECTED, SELECTED, USABLE, CandidateReport, HintRecord, Selection, SelectionReport,
+)
+from moe_oracle.platform import Platform
+from moe_oracle.priority import merge_order
+from moe_oracle.registry import Registry, registry
+
+if TYPE_CHECKING:
+    from moe_oracle.config.moe import MoEConfig
+    from moe_oracle.spec import BackendSpec
+
+logger = logging.getLogger("moe_oracle")
+_CACHE_LIMIT = 4096
+
+
+class MoEKernelOracle:
+    """Chooses, prepares and assembles the fused-MoE kernel for one scheme family."""
+
+    family: ClassVar[str] = ""
+
+    def __init__(self, registry_: Registry | None = None) -> None:
+        self._registry = registry_
+        self._cache: dict[object, tuple[SelectionReport, BackendSpec | None]] = {}
+        self._enum: tuple[int, type[enum.Enum]] | None = None
+
+    @property
+    def registry(self) -> Registry:
+        return self._registry if self._registry is not None else registry()
+
+    @property
+    def family_schemes(self) -> frozenset[str]:
+        return frozenset(n for n in SCHEME_NAMES if QuantScheme.parse(n).family == self.family)
+
+    def family_specs(self) -> list[BackendSpec]:
+        """Every registered backend serving at least one scheme of this family."""
+        schemes = self.family_schemes
+        return [s for s in self.registry.specs() if s.schemes & schemes]
+
+    # The vLLM-shaped interface -----------------------------------------------------------
+    def backend_enum_cls(self) -> type[enum.Enum]:
+        """An Enum of this family's backends, built from the registry (plugins included)."""
+        gen = self.registry.generation
+        if self._enum is None or self._enum[0] != gen:
+            members = {s.name.upper(): s.name for s in self.family_specs()}
+            name = type(self).__name__.removesuffix("Oracle") + "Backend"
+            self._enum = (gen, enum.Enum(name, members))  # type: ignore[misc]
+        return self._enum[1]
+
+    def map_backend(self, name: str) -> enum.Enum:
+        """The enum member for a user-facing backend name; unknown names list the known ones."""
+        members = self.backend_enum_cls()
+        key = name.strip().lower() if isinstance(name, str) else name
+        for member in members:
+            if member.value == key:
+                return member
+        raise UnknownBackendError("backend", str(name), [m.value for m in members])
+
+    def get_priority_backends(self, config: MoEConfig, platform: Platform | None = None) -> list[enum.Enum]:
+        """This platform's candidates in merged priority order (before support checks)."""
+        members = self.backend_enum_cls()
+        report = self.explain(config, platform)
+        return [members(c.name) for c in report.candidates]
+
+    def backend_to_kernel_cls(self, backend: str | enum.Enum) -> type:
+        return self.registry.get(_name(backend)).load_experts()
+
+    # Selection ------------------------------------------------------------------------
+    def explain(self, config: MoEConfig, platform: Platform | None = None, *, backend: str | None = None,
+                exclude: str | Iterable[str] | None = None, prefer: str | Iterable[str] | None = None) -> SelectionReport:
+        """The full report; never raises for "nothing fits" (``chosen`` is then ``None``)."""
+        return self._evaluate(config, platform, backend, exclude, prefer)[0]
+
+    def select_backend(self, config: MoEConfig, platform: Platform | None = None, *, backend: str | None = None,
+                       exclude: str | Iterable[str] | None = None,
+                       prefer: str | Iterable[str] | None = None) -> Selection:
+        """Choose now; raise ``UnsupportedBackendError`` / ``NoBackendError`` with every reason."""
+        report, spec = self._evaluate(config, platform, backend, exclude, prefer)
+        if spec is None:
+            forced = report.overrides.backend
+            if forced is not None:
+                usable = [c.name for c in report.candidates if c.status == USABLE]
+                raise UnsupportedBackendError(forced, [_forced_reason(report, forced, self.registry)], usable)
+            raise NoBackendError({c.name: c.reason for c in report.candidates},
+                                 context=f"{config.scheme.name} on {report.platform.describe()}")
+        return Selection(spec.name, spec, report)
+
+    def _evaluate(self, config: MoEConfig, platform: Platform | None, backend: str | None,
+                  exclude: str | Iterable[str] | None,
+                  prefer: str | Iterable[str] | None) -> tuple[SelectionReport, BackendSpec | None]:
+        reg = self.registry
+        if platform is None:
+            platform = default_platform(reg)
+        overrides = resolve_overrides(backend=backend, exclude=_freeze(exclude), prefer=_freeze(prefer),
+                                      known=reg.names())
+        key = (config, platform, overrides, reg.generation)
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self._build(config, platform, overrides, reg)
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[key] = hit
+            if hit[1] is not None:
+                logger.info("moe-oracle: %s chose %s for %s on %s", type(self).__name__, hit[1].name,
+                            config.scheme.name, platform.describe())
+        return hit
+
+    def _build(self, config: MoEConfig, platform: Platform, overrides: Overrides,
+               reg: Registry) -> tuple[SelectionReport, BackendSpec | None]:
+        family = self.family_specs()
+        here = [s for s in family if s.serves_vendor(platform.vendor)]
+        others = tuple((s.name, "/".join(sorted(s.vendors))) for s in family if not s.serves_vendor(platform.vendor))
+        ranked = merge_order(here, reg.hints(), config, platform)
+        if overrides.prefer:
+            first = [r for name in overrides.prefer for r in ranked if r.spec.name == name]
+            ranked = first + [r for r in ranked if r not in first]
+        rows: list[CandidateReport] = []
+        chosen: BackendSpec | None = None
+        for r in ranked:
+            spec = r.spec
+            hints = tuple(HintRecord(h.source, h.effect(), h.reason) for h in r.hints)
+            if spec.name in overrides.prefer:
+                hints += (HintRecord("user", "moved to front", f"preferred by {overrides.source('prefer')}"),)
+            if spec.name in overrides.exclude:
+                rows.append(CandidateReport(spec.name, spec.distribution, r.rank, EXCLUDED,
+                                            f"excluded by {overrides.source('exclude')}", hints))
+                continue
+            support = spec.supports(config, platform)
+            status = USABLE if support.ok else REJECTED
+            wanted = overrides.backend is None or overrides.backend == spec.name
+            if support.ok and chosen is None and wanted:
+                chosen, status = spec, SELECTED
+            reason = support.reason
+            if support.ok and overrides.backend is not None and overrides.backend == spec.name:
+                reason = f"forced by {overrides.source('backend')}"
+            rows.append(CandidateReport(spec.name, spec.distribution, r.rank, status, reason, hints))
+        report = SelectionReport(type(self).__name__, config, platform, tuple(rows),
+                                 chosen.name if chosen else None, overrides, tuple(reg.failures), others)
+        return report, chosen
+
+    # Weights, quant config, kernel ------------------------------------------------------
+    def convert_to_kernel_format(self, backend: str | enum.Enum | Selection, config: MoEConfig,
+                                 weights: CanonicalWeights) -> KernelWeights:
+        """Run the backend's pure converter on canonical tensors (identity when it has none)."""
+        spec = self.registry.get(_name(backend))
+        converter = spec.load_converter()
+        if converter is None:
+            return canonical_kernel_weights(weights, config, backend=spec.name)
+        converted = converter(weights, config)
+        if not isinstance(converted, KernelWeights) or converted.backend != spec.name:
+            raise TypeError(f"converter {spec.converter} must return KernelWeights(backend={spec.name!r}), "
+                            f"got {converted!r}")
+        return converted
+
+    def make_quant_config(self, config: MoEConfig, weights: KernelWeights | CanonicalWeights) -> QuantConfig:
+        """Operand descriptors from the (converted) tensors, by keyword only."""
+        get = weights.get if isinstance(weights, KernelWeights) else (lambda n: getattr(weights, n))
+        scheme = config.scheme
+        return QuantConfig(
+            scheme=scheme,
+            w13=QuantDesc(key=scheme.weight, scale=get("w13_scale"), zero_point=get("w13_zero_point"),
+                          global_scale=get("w13_global_scale"), bias=get("w13_bias")),
+            w2=QuantDesc(key=scheme.weight, scale=get("w2_scale"), zero_point=get("w2_zero_point"),
+                         global_scale=get("w2_global_scale"), bias=get("w2_bias")),
+            a13=QuantDesc(key=scheme.activation, scale=get("a13_scale")),
+            a2=QuantDesc(key=scheme.activation, scale=get("a2_scale")),
+            swiglu_alpha=config.swiglu_alpha, swiglu_limit=config.swiglu_limit,
+        )
+
+    def make_kernel(self, backend: str | enum.Enum | Selection, config: MoEConfig, quant_config: QuantConfig,
+                    weights: KernelWeights, prepare_finalize: PrepareFinalize | None = None) -> FusedMoEKernel:
+        """Experts of ``backend`` on ``weights``, behind ``prepare_finalize`` (local by default)."""
+        spec = self.registry.get(_name(backend))
+        if weights.backend != spec.name:
+            raise ValueError(f"weights were converted for {weights.backend!r}, not {spec.name!r}; "
+                             "convert the canonical weights for this backend")
+        if prepare_finalize is None:
+            if config.parallel.use_all2all_kernels:
+                raise NotImplementedError(
+                    f"all2all={config.parallel.all2all!r}: pass the expert-parallel prepare_finalize to make_kernel; "
+                    "moe-oracle ships only the local one today")
+            prepare_finalize = LocalPrepareFinalize()
+        experts = spec.load_experts()(weights.config, quant_config, weights)
+        return FusedMoEKernel(prepare_finalize, experts)
+
+
+def default_platform(reg: Registry) -> Platform:
+    extra = {lib: dist for spec in reg.specs() for lib, dist in spec.libraries.items()}
+    return Platform.detect(extra)
+
+
+def _freeze(value: str | Iterable[str] | None) -> str | tuple[str, ...] | None:
+    return value if value is None or isinstance(value, str) else tuple(value)
+
+
+def _name(backend: str | enum.Enum | Selection) -> str:
+    if isinstance(backend, Selection):
+        return backend.backend
+    if isinstance(backend, enum.Enum):
+        return str(backend.value)
+    return backend
+
+
+def _forced_reason(report: SelectionReport, forced: str, reg: Registry) -> str:
+    for c in report.candidates:
+        if c.name == forced:
+            return c.reason
+    spec = reg.get(forced)
+    if not spec.serves_vendor(report.platform.vendor):
+        return f"serves {'/'.join(sorted(spec.vendors))}, not {report.platform.vendor}"
+    return f"does not serve the {report.oracle.removesuffix('Oracle')} schemes ({report.config.scheme.name})"

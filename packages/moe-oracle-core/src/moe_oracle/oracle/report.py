@@ -1,0 +1,141 @@
+"""``SelectionReport`` (every candidate, accepted or rejected, and why) and ``Selection``."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from moe_oracle.config.moe import dtype_name
+
+if TYPE_CHECKING:
+    from moe_oracle.config.moe import MoEConfig
+    from moe_oracle.oracle.overrides import Overrides
+    from moe_oracle.platform import Platform
+    from moe_oracle.registry import PluginFailure
+    from moe_oracle.spec import BackendSpec
+
+SELECTED, USABLE, REJECTED, EXCLUDED = "selected", "usable", "rejected", "excluded"
+
+
+@dataclass(frozen=True)
+class HintRecord:
+    """A priority hint that applied to a candidate: which package said what, and why."""
+
+    source: str
+    effect: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.effect} ({self.source}: {self.reason})"
+
+
+@dataclass(frozen=True)
+class CandidateReport:
+    name: str
+    distribution: str
+    rank: int
+    status: str
+    reason: str
+    hints: tuple[HintRecord, ...] = ()
+
+
+@dataclass(frozen=True)
+class SelectionReport:
+    """What ``explain`` returns: candidates in merged order, the winner, overrides, plugin failures."""
+
+    oracle: str
+    config: MoEConfig
+    platform: Platform
+    candidates: tuple[CandidateReport, ...]
+    chosen: str | None
+    overrides: Overrides
+    plugin_failures: tuple[PluginFailure, ...] = ()
+    other_vendors: tuple[tuple[str, str], ...] = field(default=())
+
+    def candidate(self, name: str) -> CandidateReport:
+        for c in self.candidates:
+            if c.name == name:
+                return c
+        raise KeyError(f"{name!r} is not a candidate here; candidates: {[c.name for c in self.candidates]}")
+
+    @property
+    def order(self) -> list[str]:
+        return [c.name for c in self.candidates]
+
+    def to_dict(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "oracle": self.oracle,
+            "config": {
+                "num_experts": cfg.num_experts, "top_k": cfg.top_k, "hidden_size": cfg.hidden_size,
+                "intermediate_size": cfg.intermediate_size, "activation": cfg.activation,
+                "is_gated": cfg.is_gated, "dtype": dtype_name(cfg.dtype), "has_bias": cfg.has_bias,
+                "quant": cfg.scheme.name, "parallel": dataclasses.asdict(cfg.parallel),
+                "routing": dataclasses.asdict(cfg.routing),
+            },
+            "platform": {
+                "vendor": self.platform.vendor, "device_name": self.platform.device_name,
+                "capability": list(self.platform.capability) if self.platform.capability else None,
+                "arch": self.platform.arch, "features": sorted(self.platform.features),
+                "libraries": dict(self.platform.libraries), "simulated": self.platform.simulated,
+                "triton_interpreter": self.platform.triton_interpreter,
+            },
+            "chosen": self.chosen,
+            "overrides": {"backend": self.overrides.backend, "exclude": list(self.overrides.exclude),
+                          "prefer": list(self.overrides.prefer), "origin": dict(self.overrides.origin)},
+            "candidates": [
+                {"name": c.name, "distribution": c.distribution, "rank": c.rank, "status": c.status,
+                 "reason": c.reason,
+                 "hints": [{"source": h.source, "effect": h.effect, "reason": h.reason} for h in c.hints]}
+                for c in self.candidates
+            ],
+            "other_vendors": [{"name": n, "vendors": v} for n, v in self.other_vendors],
+            "plugin_failures": [{"distribution": f.distribution, "entry_point": f.entry_point, "error": f.error}
+                                for f in self.plugin_failures],
+        }
+
+    def __str__(self) -> str:
+        cfg = self.config
+        lines = [
+            f"{self.oracle} for E={cfg.num_experts} top_k={cfg.top_k} H={cfg.hidden_size} "
+            f"I={cfg.intermediate_size} {cfg.activation} {dtype_name(cfg.dtype)} quant={cfg.scheme.name}"
+            f"{' bias' if cfg.has_bias else ''} tp={cfg.parallel.tp_size} dp={cfg.parallel.dp_size} "
+            f"ep={cfg.parallel.ep_size} all2all={cfg.parallel.all2all}",
+            f"platform: {self.platform.describe()}",
+        ]
+        for what in ("backend", "exclude", "prefer"):
+            if self.overrides.source(what):
+                value = getattr(self.overrides, what)
+                lines.append(f"override {what}: {value if isinstance(value, str) else ','.join(value)}"
+                             f" (from {self.overrides.source(what)})")
+        rows = [("#", "backend", "package", "rank", "status", "reason / priority hints")]
+        for i, c in enumerate(self.candidates, 1):
+            rows.append((str(i), c.name, c.distribution, str(c.rank), c.status, c.reason or "-"))
+            for h in c.hints:
+                rows.append(("", "", "", "", "", f"  hint: {h}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        for r in rows:
+            lines.append("  ".join(r[i].ljust(widths[i]) for i in range(5)) + "  " + r[5])
+        lines.append(f"chosen: {self.chosen or 'none'}")
+        if self.other_vendors:
+            lines.append("other vendors' backends: " + ", ".join(f"{n} ({v})" for n, v in self.other_vendors))
+        for f in self.plugin_failures:
+            lines.append(f"plugin failed to load: {f}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The chosen backend (``.backend`` a str), its spec and experts class, and the report."""
+
+    backend: str
+    spec: BackendSpec
+    report: SelectionReport
+
+    @property
+    def experts_cls(self) -> type:
+        return self.spec.load_experts()
+
+    def __repr__(self) -> str:
+        return f"Selection(backend={self.backend!r}, experts_cls={self.spec.experts!r})"

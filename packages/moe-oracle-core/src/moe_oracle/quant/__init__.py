@@ -1,0 +1,1 @@
+"""Quantization formats: quantize/dequantize for every scheme, in torch (CPU and GPU)."""

@@ -1,0 +1,129 @@
+"""The backend registry: core's specs plus every ``moe_oracle.backends`` entry point.
+
+An entry point names a function returning an iterable of ``BackendSpec`` and ``PriorityHint``
+(hints with ``target=`` order backends of other packages). Each item is validated at load.
+A plugin that fails to import or returns something invalid is recorded in ``failures`` with its
+distribution and error, logged, and skipped whole; the other plugins still load. A missing
+vendor library inside a plugin is the plugin's own business: it must import without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from importlib import metadata
+
+from moe_oracle.errors import RegistryError
+from moe_oracle.spec import BackendSpec, PriorityHint
+
+ENTRY_POINT_GROUP = "moe_oracle.backends"
+CORE_DISTRIBUTION = "moe-oracle-core"
+logger = logging.getLogger("moe_oracle")
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """A plugin that did not load: which distribution, which entry point, what went wrong."""
+
+    distribution: str
+    entry_point: str
+    error: str
+
+    def __str__(self) -> str:
+        return f"{self.distribution} ({self.entry_point}): {self.error}"
+
+
+class Registry:
+    """Every known ``BackendSpec`` (by unique name) and every cross-package ``PriorityHint``."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, BackendSpec] = {}
+        self._hints: list[PriorityHint] = []
+        self.failures: list[PluginFailure] = []
+        self.generation = 0
+
+    def __repr__(self) -> str:
+        return f"<Registry backends={list(self._specs)} failures={len(self.failures)}>"
+
+    # Registration ----------------------------------------------------------------------
+    def register(self, item: BackendSpec | PriorityHint, *, source: str) -> None:
+        self.register_all([item], source=source)
+
+    def register_all(self, items: Iterable[object], *, source: str) -> None:
+        """Validate every item first, then add all of them, so a bad plugin adds nothing."""
+        specs: list[BackendSpec] = []
+        hints: list[PriorityHint] = []
+        for item in items:
+            if isinstance(item, BackendSpec):
+                if item.name in self._specs or any(s.name == item.name for s in specs):
+                    owner = self._specs[item.name].distribution if item.name in self._specs else source
+                    raise RegistryError(f"backend name {item.name!r} registered twice: by {owner} and by {source}")
+                spec = replace(item, distribution=item.distribution or source)
+                specs.append(spec)
+                hints.extend(replace(h, target=h.target or spec.name, source=h.source or source)
+                             for h in spec.hints)
+            elif isinstance(item, PriorityHint):
+                if item.target is None:
+                    raise RegistryError(f"{source}: a standalone PriorityHint needs target= ({item.reason!r})")
+                hints.append(replace(item, source=item.source or source))
+            else:
+                raise RegistryError(f"{source}: expected BackendSpec or PriorityHint, got {type(item).__name__}")
+        for spec in specs:
+            self._specs[spec.name] = spec
+        self._hints.extend(hints)
+        self.generation += 1
+
+    def load_entry_points(self, entry_points: Iterable[metadata.EntryPoint] | None = None) -> None:
+        eps = metadata.entry_points(group=ENTRY_POINT_GROUP) if entry_points is None else entry_points
+        for ep in sorted(eps, key=lambda e: e.name):
+            dist = ep.dist.name if ep.dist is not None else "?"
+            if dist == CORE_DISTRIBUTION:
+                continue
+            try:
+                items = ep.load()()
+                self.register_all(items, source=dist)
+            except Exception as exc:  # a broken plugin is recorded, never fatal
+                failure = PluginFailure(dist, f"{ep.name} = {ep.value}", f"{type(exc).__name__}: {exc}")
+                self.failures.append(failure)
+                logger.error("moe-oracle plugin %s failed to load and is skipped: %s", dist, failure.error)
+
+    # Queries ---------------------------------------------------------------------------
+    def specs(self) -> list[BackendSpec]:
+        return list(self._specs.values())
+
+    def names(self) -> list[str]:
+        return list(self._specs)
+
+    def get(self, name: str) -> BackendSpec:
+        from moe_oracle.errors import UnknownBackendError
+
+        try:
+            return self._specs[name]
+        except KeyError:
+            raise UnknownBackendError("backend", name, self._specs) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def hints(self) -> list[PriorityHint]:
+        return list(self._hints)
+
+
+_lock = threading.Lock()
+_registry: Registry | None = None
+
+
+def registry(*, refresh: bool = False) -> Registry:
+    """The process-wide registry, built on first use; ``refresh=True`` rediscovers plugins."""
+    global _registry
+    with _lock:
+        if _registry is None or refresh:
+            from moe_oracle.backends import core_backends
+
+            reg = Registry()
+            reg.register_all(core_backends(), source=CORE_DISTRIBUTION)
+            reg.load_entry_points()
+            _registry = reg
+        return _registry

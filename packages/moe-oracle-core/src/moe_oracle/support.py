@@ -1,0 +1,179 @@
+"""Support checks and conditions: small predicates over (config, platform) with readable reasons.
+
+A ``Check`` answers "can this backend serve?" with ``Support(ok, reason)``; the reason prints as
+it stands ("needs capability >= 10.0, have 9.0"). A ``Condition`` answers "does this priority
+rule apply?" and describes itself; conditions combine with ``&``, ``|`` and ``~``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from moe_oracle.config.moe import MoEConfig
+    from moe_oracle.platform import Platform
+
+
+@dataclass(frozen=True, slots=True)
+class Support:
+    """Whether a backend can serve a config; ``reason`` says why not (or a note when it can)."""
+
+    ok: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    @classmethod
+    def yes(cls, note: str = "") -> Support:
+        return cls(True, note)
+
+    @classmethod
+    def no(cls, reason: str) -> Support:
+        return cls(False, reason)
+
+
+CheckFn = Callable[["MoEConfig", "Platform"], Support]
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """A named support predicate; ``describe`` is what the requirement is, for ``list``."""
+
+    describe: str
+    fn: CheckFn
+
+    def __call__(self, config: MoEConfig, platform: Platform) -> Support:
+        return self.fn(config, platform)
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """A predicate that decides whether a priority hint applies; ``describe`` reads as a clause."""
+
+    describe: str
+    fn: Callable[[MoEConfig, Platform], bool]
+
+    def __call__(self, config: MoEConfig, platform: Platform) -> bool:
+        return bool(self.fn(config, platform))
+
+    def __and__(self, other: Condition) -> Condition:
+        return Condition(f"{self.describe} and {other.describe}", lambda c, p: self(c, p) and other(c, p))
+
+    def __or__(self, other: Condition) -> Condition:
+        return Condition(f"({self.describe} or {other.describe})", lambda c, p: self(c, p) or other(c, p))
+
+    def __invert__(self) -> Condition:
+        return Condition(f"not {self.describe}", lambda c, p: not self(c, p))
+
+    def __str__(self) -> str:
+        return self.describe
+
+
+def _cap(platform: Platform) -> str:
+    return "none" if platform.capability is None else f"{platform.capability[0]}.{platform.capability[1]}"
+
+
+# Conditions ------------------------------------------------------------------------------
+def on_vendor(*vendors: str) -> Condition:
+    return Condition(f"vendor is {'/'.join(vendors)}", lambda c, p: p.vendor in vendors)
+
+
+def capability_major(*majors: int) -> Condition:
+    text = "/".join(f"{m}.x" for m in majors)
+    return Condition(f"capability {text}", lambda c, p: p.capability is not None and p.capability[0] in majors)
+
+
+def scheme_in(*names: str) -> Condition:
+    return Condition(f"scheme {'/'.join(names)}", lambda c, p: c.scheme.base_name in names)
+
+
+def activation_in(*names: str) -> Condition:
+    return Condition(f"activation {'/'.join(names)}", lambda c, p: c.activation in names)
+
+
+def dp_size_above(n: int) -> Condition:
+    return Condition(f"dp_size > {n}", lambda c, p: c.parallel.dp_size > n)
+
+
+def ep_size_above(n: int) -> Condition:
+    return Condition(f"ep_size > {n}", lambda c, p: c.parallel.ep_size > n)
+
+
+def config_where(describe: str, fn: Callable[[MoEConfig], bool]) -> Condition:
+    """A condition on the config alone, e.g. ``config_where("gpt-oss", lambda c: c.activation == ...)``."""
+    return Condition(describe, lambda c, p: fn(c))
+
+
+ALWAYS = Condition("always", lambda c, p: True)
+
+
+# Checks ----------------------------------------------------------------------------------
+def check(describe: str, predicate: Callable[[MoEConfig, Platform], bool],
+          reason: Callable[[MoEConfig, Platform], str] | str) -> Check:
+    """Build a check from a predicate and the reason to give when it fails."""
+
+    def fn(config: MoEConfig, platform: Platform) -> Support:
+        if predicate(config, platform):
+            return Support.yes()
+        return Support.no(reason(config, platform) if callable(reason) else reason)
+
+    return Check(describe, fn)
+
+
+def capability_at_least(major: int, minor: int = 0) -> Check:
+    want = (major, minor)
+    return check(
+        f"capability >= {major}.{minor}",
+        lambda c, p: p.capability is not None and tuple(p.capability) >= want,
+        lambda c, p: f"needs capability >= {major}.{minor}, have {_cap(p)}",
+    )
+
+
+def capability_family(*majors: int) -> Check:
+    text = "/".join(f"{m}.x" for m in majors)
+    return check(
+        f"capability {text}",
+        lambda c, p: p.capability is not None and p.capability[0] in majors,
+        lambda c, p: f"needs capability {text}, have {_cap(p)}",
+    )
+
+
+def arch_in(*prefixes: str) -> Check:
+    return check(
+        f"arch {'/'.join(prefixes)}",
+        lambda c, p: p.arch is not None and p.arch.startswith(prefixes),
+        lambda c, p: f"needs arch {'/'.join(prefixes)}, have {p.arch or 'none'}",
+    )
+
+
+def cpu_feature(name: str) -> Check:
+    return check(f"CPU feature {name}", lambda c, p: name in p.features,
+                 lambda c, p: f"needs CPU feature {name}, this CPU lacks it")
+
+
+def max_experts(limit: int) -> Check:
+    return check(f"at most {limit} experts", lambda c, p: c.num_experts <= limit,
+                 lambda c, p: f"supports at most {limit} experts, config has {c.num_experts}")
+
+
+def no_bias() -> Check:
+    return check("no biases", lambda c, p: not c.has_bias, "does not support biases")
+
+
+def dtypes(*names: str) -> Check:
+    from moe_oracle.config.moe import dtype_name
+
+    return check(f"dtype {'/'.join(names)}", lambda c, p: dtype_name(c.dtype) in names,
+                 lambda c, p: f"supports dtype {'/'.join(names)}, config has {dtype_name(c.dtype)}")
+
+
+def first_failure(checks: Iterable[Check], config: MoEConfig, platform: Platform) -> Support:
+    """Run checks in order; the first failure, or ``Support.yes()``."""
+    for c in checks:
+        result = c(config, platform)
+        if not result.ok:
+            return result
+    return Support.yes()

@@ -1,0 +1,15 @@
+"""moe-oracle-cuda: NVIDIA: FlashInfer CUTLASS/TRTLLM experts, CUDA priority rules, tuned Triton configs."""
+
+from __future__ import annotations
+
+from moe_oracle import BackendSpec, PriorityHint
+
+from moe_oracle_cuda.version import __version__
+
+
+def backends() -> list[BackendSpec | PriorityHint]:
+    """Entry point of the ``moe_oracle.backends`` group: this package's specs and hints."""
+    return []
+
+
+__all__ = ["__version__", "backends"]

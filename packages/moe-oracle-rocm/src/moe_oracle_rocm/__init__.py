@@ -1,0 +1,15 @@
+"""moe-oracle-rocm: AMD: AITER experts, AITER weight shuffles, ROCm priority rules, tuned Triton configs."""
+
+from __future__ import annotations
+
+from moe_oracle import BackendSpec, PriorityHint
+
+from moe_oracle_rocm.version import __version__
+
+
+def backends() -> list[BackendSpec | PriorityHint]:
+    """Entry point of the ``moe_oracle.backends`` group: this package's specs and hints."""
+    return []
+
+
+__all__ = ["__version__", "backends"]
