@@ -13,21 +13,52 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from moe_oracle.config import (
-    ACTIVATIONS, SCHEME_NAMES, Granularity, MoEConfig, ParallelConfig, QuantKey, QuantScheme, RoutingConfig,
+    ACTIVATIONS,
+    SCHEME_NAMES,
+    Granularity,
+    MoEConfig,
+    ParallelConfig,
+    QuantKey,
+    QuantScheme,
+    RoutingConfig,
 )
 from moe_oracle.errors import (
-    ConfigError, InputError, MoEOracleError, NoBackendError, PriorityCycleError, RegistryError,
-    UnknownBackendError, UnsupportedBackendError, WeightError,
+    ConfigError,
+    InputError,
+    MoEOracleError,
+    NoBackendError,
+    PriorityCycleError,
+    RegistryError,
+    UnknownBackendError,
+    UnsupportedBackendError,
+    WeightError,
 )
 from moe_oracle.kernel.modular import (
-    Experts, ExpertsModular, ExpertsMonolithic, FusedMoEKernel, KernelAssemblyError, LocalPrepareFinalize,
-    PrepareFinalize, PrepareResult,
+    Experts,
+    ExpertsModular,
+    ExpertsMonolithic,
+    FusedMoEKernel,
+    KernelAssemblyError,
+    LocalPrepareFinalize,
+    PrepareFinalize,
+    PrepareResult,
 )
 from moe_oracle.kernel.quant_config import QuantConfig, QuantDesc
 from moe_oracle.kernel.weights import CanonicalWeights, KernelWeights
 from moe_oracle.oracle import (
-    Fp8Oracle, Int8Oracle, MoEKernelOracle, Mxfp4Oracle, Mxfp8Oracle, Nvfp4Oracle, Selection, SelectionReport,
-    UnquantizedOracle, W4A8Fp8Oracle, W4A8Int8Oracle, WNA16Oracle, oracle_for,
+    Fp8Oracle,
+    Int8Oracle,
+    MoEKernelOracle,
+    Mxfp4Oracle,
+    Mxfp8Oracle,
+    Nvfp4Oracle,
+    Selection,
+    SelectionReport,
+    UnquantizedOracle,
+    W4A8Fp8Oracle,
+    W4A8Int8Oracle,
+    WNA16Oracle,
+    oracle_for,
 )
 from moe_oracle.platform import Platform
 from moe_oracle.registry import Registry, registry

@@ -10,6 +10,7 @@ takes the lowest (rank, registration index). Edges that contradict each other ra
 from __future__ import annotations
 
 import heapq
+import itertools
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
@@ -101,9 +102,9 @@ def _cycle(stuck: set[str], succ: dict[str, list[str]],
         seen[node] = len(path)
         path.append(node)
         node = next(m for m in sorted(succ[node]) if m in stuck)
-    loop = path[seen[node]:] + [node]
+    loop = [*path[seen[node]:], node]
     out = []
-    for a, b in zip(loop, loop[1:]):
+    for a, b in itertools.pairwise(loop):
         hint = edges[(a, b)]
         out.append((a, b, hint.source or "?", hint.reason))
     return out

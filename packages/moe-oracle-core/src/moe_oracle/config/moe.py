@@ -59,7 +59,7 @@ class MoEConfig:
     apply_router_weight_on_input: bool = False
 
     def __post_init__(self) -> None:
-        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731  (frozen)
+        set_ = lambda name, value: object.__setattr__(self, name, value)
         for name in ("num_experts", "top_k", "hidden_size", "intermediate_size"):
             positive_int(name, getattr(self, name))
         if self.top_k > self.num_experts:

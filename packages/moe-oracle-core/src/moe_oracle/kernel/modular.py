@@ -77,7 +77,7 @@ class LocalPrepareFinalize(PrepareFinalize):
         return expert_output
 
 
-class Experts(ABC):
+class Experts(ABC):  # noqa: B024  (abstract through its two subclasses)
     """Base of every backend's experts. Built once per loaded weights.
 
     Subclass contract: set ``activation_format`` (and ``monolithic`` through the two bases

@@ -20,7 +20,14 @@ from moe_oracle.kernel.quant_config import QuantConfig, QuantDesc
 from moe_oracle.kernel.weights import CanonicalWeights, KernelWeights, canonical_kernel_weights
 from moe_oracle.oracle.overrides import Overrides, resolve_overrides
 from moe_oracle.oracle.report import (
-    EXCLUDED, REJECTED, SELECTED, USABLE, CandidateReport, HintRecord, Selection, SelectionReport,
+    EXCLUDED,
+    REJECTED,
+    SELECTED,
+    USABLE,
+    CandidateReport,
+    HintRecord,
+    Selection,
+    SelectionReport,
 )
 from moe_oracle.platform import Platform
 from moe_oracle.priority import merge_order

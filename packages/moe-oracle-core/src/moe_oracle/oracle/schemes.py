@@ -56,10 +56,7 @@ _instances: dict[str, MoEKernelOracle] = {}
 
 def oracle_for(config: MoEConfig | QuantScheme | str) -> MoEKernelOracle:
     """The process-wide oracle of a config's (or scheme's) family."""
-    if isinstance(config, MoEConfig):
-        family = config.scheme.family
-    else:
-        family = QuantScheme.parse(config).family
+    family = config.scheme.family if isinstance(config, MoEConfig) else QuantScheme.parse(config).family
     oracle = _instances.get(family)
     if oracle is None:
         oracle = _instances[family] = ORACLE_CLASSES[family]()
