@@ -171,9 +171,12 @@ def dtypes(*names: str) -> Check:
 
 
 def first_failure(checks: Iterable[Check], config: MoEConfig, platform: Platform) -> Support:
-    """Run checks in order; the first failure, or ``Support.yes()``."""
+    """Run checks in order; the first failure, or ``Support.yes()`` carrying the passing checks' notes."""
+    notes = []
     for c in checks:
         result = c(config, platform)
         if not result.ok:
             return result
-    return Support.yes()
+        if result.reason:
+            notes.append(result.reason)
+    return Support.yes("; ".join(notes))
