@@ -145,6 +145,14 @@ class MoEConfig:
         return (2 if self.is_gated else 1) * self.intermediate_size_per_partition
 
     def replace(self, **changes: Any) -> MoEConfig:
+        """A copy with ``changes``; fields derived from a changed field are derived again
+        (``is_gated`` and the swiglu constants from ``activation``, the unquantized scheme from
+        ``dtype``) unless also given."""
+        if "activation" in changes:
+            for derived in ("is_gated", "swiglu_alpha", "swiglu_limit"):
+                changes.setdefault(derived, None)
+        if "dtype" in changes and not self.scheme.is_quantized:
+            changes.setdefault("quant", None)
         return replace(self, **changes)
 
     # Constructors ----------------------------------------------------------------------

@@ -1,0 +1,169 @@
+"""The generic oracle: overrides, errors, the report, the enum built from the registry."""
+
+import re
+
+import pytest
+
+from moe_oracle import (
+    ConfigError, MoEConfig, NoBackendError, Platform, PriorityHint, Registry, UnknownBackendError,
+    UnquantizedOracle, UnsupportedBackendError,
+)
+from moe_oracle.oracle.overrides import ENV_BACKEND, ENV_EXCLUDE, ENV_PREFER
+from moe_oracle.spec import BackendSpec
+from moe_oracle.support import capability_at_least, capability_major
+
+EXPERTS = "moe_oracle.backends.reference.experts:ReferenceExperts"
+CONFIG = MoEConfig.preset("tiny")
+HOPPER = Platform.simulate("cuda", capability=(9, 0), libraries={"fastlib": "1.0"})
+AMPERE = Platform.simulate("cuda", capability=(8, 0), libraries={})
+
+
+@pytest.fixture
+def oracle() -> UnquantizedOracle:
+    reg = Registry()
+    reg.register_all([
+        BackendSpec(name="fast", experts=EXPERTS, vendors=frozenset({"cuda"}), schemes=frozenset({"bf16"}), rank=10,
+                    libraries={"fastlib": "fastlib-dist"}, checks=(capability_at_least(9, 0),),
+                    hints=(PriorityHint(after=("portable",), when=capability_major(9), reason="slower on Hopper"),)),
+        BackendSpec(name="portable", experts=EXPERTS, vendors=frozenset({"cuda", "rocm"}),
+                    schemes=frozenset({"bf16", "fp8_block"}), rank=50),
+        BackendSpec(name="amd_only", experts=EXPERTS, vendors=frozenset({"rocm"}), schemes=frozenset({"bf16"}), rank=5),
+        BackendSpec(name="fp8_only", experts=EXPERTS, vendors=frozenset({"cuda"}), schemes=frozenset({"fp8_block"})),
+    ], source="test-pkg")
+    return UnquantizedOracle(reg)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in (ENV_BACKEND, ENV_EXCLUDE, ENV_PREFER):
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_merged_order_and_hint_sources(oracle: UnquantizedOracle) -> None:
+    report = oracle.explain(CONFIG, HOPPER)
+    assert report.order == ["portable", "fast"]
+    assert report.chosen == "portable"
+    fast = report.candidate("fast")
+    assert fast.status == "usable" and fast.distribution == "test-pkg"
+    assert [str(h) for h in fast.hints] == ["after portable when capability 9.x (test-pkg: slower on Hopper)"]
+    assert report.other_vendors == (("amd_only", "rocm"),)
+
+
+def test_enum_is_built_from_registry(oracle: UnquantizedOracle) -> None:
+    members = oracle.backend_enum_cls()
+    assert [m.value for m in members] == ["fast", "portable", "amd_only"]  # fp8_only serves no unquantized scheme
+    assert oracle.map_backend("FAST") is members.FAST
+    with pytest.raises(UnknownBackendError, match=re.escape("unknown backend 'nope' (allowed: amd_only, fast, portable)")):
+        oracle.map_backend("nope")
+    assert [m.value for m in oracle.get_priority_backends(CONFIG, HOPPER)] == ["portable", "fast"]
+
+
+def test_rejections_carry_the_first_failed_check(oracle: UnquantizedOracle) -> None:
+    report = oracle.explain(CONFIG, AMPERE)
+    assert report.candidate("fast").reason == "fastlib not installed (pip install fastlib-dist)"
+    with_lib = Platform.simulate("cuda", capability=(8, 0), libraries={"fastlib": "1"})
+    assert oracle.explain(CONFIG, with_lib).candidate("fast").reason == "needs capability >= 9.0, have 8.0"
+
+
+def test_forced_backend(oracle: UnquantizedOracle) -> None:
+    assert oracle.select_backend(CONFIG, HOPPER, backend="fast").backend == "fast"
+    with pytest.raises(UnsupportedBackendError) as info:
+        oracle.select_backend(CONFIG, AMPERE, backend="fast")
+    err = info.value
+    assert err.backend == "fast" and err.alternatives == ["portable"]
+    assert str(err) == ("backend 'fast' cannot serve this config: fastlib not installed (pip install fastlib-dist). "
+                        "Backends that can: portable")
+    with pytest.raises(UnsupportedBackendError, match="serves rocm, not cuda"):
+        oracle.select_backend(CONFIG, HOPPER, backend="amd_only")
+
+
+def test_forced_backend_of_another_family() -> None:
+    config = CONFIG
+    with pytest.raises(UnsupportedBackendError, match=re.escape("does not serve the Unquantized schemes (bf16)")):
+        reg = Registry()
+        reg.register(BackendSpec(name="fp8_only", experts=EXPERTS, vendors=frozenset({"cuda"}),
+                                 schemes=frozenset({"fp8_block"})), source="p")
+        UnquantizedOracle(reg).select_backend(config, HOPPER, backend="fp8_only")
+
+
+def test_no_backend_lists_every_reason(oracle: UnquantizedOracle) -> None:
+    with pytest.raises(NoBackendError) as info:
+        oracle.select_backend(CONFIG, AMPERE, exclude="portable")
+    err = info.value
+    assert err.reasons == {"fast": "fastlib not installed (pip install fastlib-dist)",
+                           "portable": "excluded by exclude= argument"}
+    assert str(err).startswith("no MoE backend fits for bf16 on cuda, simulated cuda, capability 8.0")
+    assert "  fast: fastlib not installed (pip install fastlib-dist)\n  portable: excluded by exclude= argument" in str(err)
+
+
+def test_exclude_prefer_and_their_sources(oracle: UnquantizedOracle, monkeypatch: pytest.MonkeyPatch) -> None:
+    report = oracle.explain(CONFIG, HOPPER, exclude=["portable"])
+    assert report.chosen == "fast"
+    assert report.candidate("portable").status == "excluded"
+    assert report.candidate("portable").reason == "excluded by exclude= argument"
+    monkeypatch.setenv(ENV_PREFER, "fast")
+    report = oracle.explain(CONFIG, HOPPER)
+    assert report.order == ["fast", "portable"] and report.chosen == "fast"
+    assert "preferred by MOE_ORACLE_PREFER" in str(report)
+    monkeypatch.setenv(ENV_EXCLUDE, "fast")
+    assert oracle.explain(CONFIG, HOPPER).candidate("fast").reason == "excluded by MOE_ORACLE_EXCLUDE"
+    monkeypatch.setenv(ENV_BACKEND, "portable")
+    assert oracle.select_backend(CONFIG, HOPPER, exclude=()).backend == "portable"
+
+
+def test_argument_beats_environment(oracle: UnquantizedOracle, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_BACKEND, "portable")
+    assert oracle.select_backend(CONFIG, HOPPER, backend="fast").backend == "fast"
+    monkeypatch.setenv(ENV_BACKEND, "auto")
+    assert oracle.select_backend(CONFIG, HOPPER).backend == "portable"
+
+
+@pytest.mark.parametrize(("kwargs", "env", "message"), [
+    (dict(backend="warp"), {}, "backend= argument: unknown backend 'warp' (allowed: amd_only, fast, fp8_only, portable)"),
+    ({}, {ENV_BACKEND: "warp"}, "MOE_ORACLE_BACKEND: unknown backend 'warp'"),
+    ({}, {ENV_EXCLUDE: "fast,,warp"}, "MOE_ORACLE_EXCLUDE: unknown backend 'warp'"),
+    (dict(prefer="x"), {}, "prefer= argument: unknown backend 'x'"),
+    (dict(backend="fast", exclude="fast"), {}, "backend 'fast' is forced and excluded (exclude= argument) at once"),
+])
+def test_override_errors(oracle: UnquantizedOracle, monkeypatch: pytest.MonkeyPatch, kwargs: dict[str, str],
+                         env: dict[str, str], message: str) -> None:
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        oracle.select_backend(CONFIG, HOPPER, **kwargs)
+
+
+def test_report_table_and_dict(oracle: UnquantizedOracle) -> None:
+    report = oracle.explain(CONFIG, HOPPER)
+    text = str(report)
+    assert text.splitlines()[0].startswith("UnquantizedOracle for E=8 top_k=2 H=256 I=512 silu bf16 quant=bf16")
+    assert "platform: cuda, simulated cuda, capability 9.0, fastlib=1.0, (simulated)" in text
+    assert re.search(r"1\s+portable\s+test-pkg\s+50\s+selected", text)
+    assert re.search(r"2\s+fast\s+test-pkg\s+10\s+usable", text)
+    assert "hint: after portable when capability 9.x (test-pkg: slower on Hopper)" in text
+    assert text.endswith("other vendors' backends: amd_only (rocm)")
+    d = report.to_dict()
+    assert d["chosen"] == "portable" and d["config"]["quant"] == "bf16" and d["platform"]["capability"] == [9, 0]
+    assert [c["name"] for c in d["candidates"]] == ["portable", "fast"]
+    assert d["candidates"][1]["hints"] == [{"source": "test-pkg", "effect": "after portable when capability 9.x",
+                                            "reason": "slower on Hopper"}]
+    import json
+
+    json.dumps(d)
+
+
+def test_selection_is_cached_and_fast_path(oracle: UnquantizedOracle) -> None:
+    a = oracle.select_backend(CONFIG, HOPPER)
+    b = oracle.select_backend(CONFIG, HOPPER)
+    assert a.report is b.report
+    assert a.experts_cls.__name__ == "ReferenceExperts"
+
+
+def test_reference_is_last_everywhere() -> None:
+    import moe_oracle
+
+    for platform in (HOPPER, Platform.simulate("rocm", arch="gfx942"), Platform.simulate("cpu"),
+                     Platform.simulate("xpu")):
+        for quant in ("bf16", "fp8_block", "mxfp4", "int4_w4a16"):
+            report = moe_oracle.explain(MoEConfig.preset("tiny", quant=quant), platform)
+            assert report.order[-1] == "reference"
