@@ -5,8 +5,15 @@ import re
 import pytest
 
 from moe_oracle import (
-    ConfigError, MoEConfig, NoBackendError, Platform, PriorityHint, Registry, UnknownBackendError,
-    UnquantizedOracle, UnsupportedBackendError,
+    ConfigError,
+    MoEConfig,
+    NoBackendError,
+    Platform,
+    PriorityHint,
+    Registry,
+    UnknownBackendError,
+    UnquantizedOracle,
+    UnsupportedBackendError,
 )
 from moe_oracle.oracle.overrides import ENV_BACKEND, ENV_EXCLUDE, ENV_PREFER
 from moe_oracle.spec import BackendSpec
