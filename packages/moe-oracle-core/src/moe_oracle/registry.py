@@ -9,6 +9,7 @@ vendor library inside a plugin is the plugin's own business: it must import with
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections.abc import Iterable
@@ -21,6 +22,8 @@ from moe_oracle.spec import BackendSpec, PriorityHint
 ENTRY_POINT_GROUP = "moe_oracle.backends"
 CORE_DISTRIBUTION = "moe-oracle-core"
 logger = logging.getLogger("moe_oracle")
+# Process-wide, so that caches keyed by generation never confuse two registries.
+_generations = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ class Registry:
         self._specs: dict[str, BackendSpec] = {}
         self._hints: list[PriorityHint] = []
         self.failures: list[PluginFailure] = []
-        self.generation = 0
+        self.generation = next(_generations)
 
     def __repr__(self) -> str:
         return f"<Registry backends={list(self._specs)} failures={len(self.failures)}>"
@@ -73,7 +76,7 @@ class Registry:
         for spec in specs:
             self._specs[spec.name] = spec
         self._hints.extend(hints)
-        self.generation += 1
+        self.generation = next(_generations)
 
     def load_entry_points(self, entry_points: Iterable[metadata.EntryPoint] | None = None) -> None:
         eps = metadata.entry_points(group=ENTRY_POINT_GROUP) if entry_points is None else entry_points
