@@ -1,0 +1,87 @@
+"""Selection overhead: `import moe_oracle` time (in a fresh interpreter, checking CUDA stays
+uninitialized) and `moe_oracle.select()` with a warm registry and a warm cache.
+
+    python bench/select_speed.py          # prints a table; writes bench/results/select_speed.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+IMPORT_PROBE = """
+import time, sys
+t0 = time.perf_counter()
+import torch
+t1 = time.perf_counter()
+import moe_oracle
+t2 = time.perf_counter()
+print(t1 - t0, t2 - t1, int(torch.cuda.is_initialized()), int("triton" in sys.modules))
+"""
+
+
+def import_time(repeats: int = 7) -> tuple[float, float, bool, bool]:
+    """Medians over fresh interpreters: (torch import s, moe_oracle import on top of torch s,
+    CUDA initialized, triton imported)."""
+    runs = []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", IMPORT_PROBE], check=True, capture_output=True, text=True)
+        torch_s, ours_s, cuda_init, triton_loaded = out.stdout.split()
+        runs.append((float(ours_s), float(torch_s), cuda_init == "1", triton_loaded == "1"))
+    runs.sort()
+    ours, torch_s, cuda_init, triton_loaded = runs[len(runs) // 2]
+    return torch_s, ours, cuda_init, triton_loaded
+
+
+def select_time(calls: int = 20000) -> dict[str, float]:
+    import moe_oracle
+    from moe_oracle import MoEConfig, Platform
+
+    results = {}
+    cases = {
+        "tiny bf16, this machine": (MoEConfig.preset("tiny"), None),
+        "deepseek-v3 fp8_block, simulated H100": (MoEConfig.preset("deepseek-v3", quant="fp8_block"),
+                                                   Platform.simulate("cuda", capability=(9, 0))),
+    }
+    for name, (config, plat) in cases.items():
+        moe_oracle.select(config, plat)  # warm the registry and the cache
+        start = time.perf_counter()
+        for _ in range(calls):
+            moe_oracle.select(config, plat)
+        results[name] = (time.perf_counter() - start) / calls * 1e6
+        start = time.perf_counter()
+        cold = 200
+        for _ in range(cold):
+            moe_oracle.oracle_for(config)._cache.clear()
+            moe_oracle.select(config, plat)
+        results[name + " (uncached evaluation)"] = (time.perf_counter() - start) / cold * 1e6
+    return results
+
+
+def main() -> None:
+    import torch
+
+    torch_s, seconds, cuda_init, triton_loaded = import_time()
+    selects = select_time()
+    print(f"import moe_oracle: {seconds * 1e3:.1f} ms on top of import torch ({torch_s * 1e3:.0f} ms), "
+          f"median of 7 fresh interpreters; CUDA initialized: {cuda_init}; triton imported: {triton_loaded}")
+    for name, us in selects.items():
+        print(f"select() {name}: {us:.1f} us/call")
+    record = {
+        "date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+        "import_ms": seconds * 1e3, "torch_import_ms": torch_s * 1e3, "cuda_initialized_by_import": cuda_init, "triton_imported_by_import": triton_loaded,
+        "select_us": selects,
+    }
+    out = Path(__file__).parent / "results" / "select_speed.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

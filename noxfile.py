@@ -1,0 +1,105 @@
+"""Test matrices per platform. `nox -s test-cpu` (the default) runs everything that runs on a CPU;
+`test-cuda` / `test-rocm` / `test-xpu` run the same tests plus the hardware ones where the hardware
+is present, and skip without building a venv where it is not."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+
+import nox
+
+nox.options.sessions = ["test-cpu"]
+nox.options.reuse_existing_virtualenvs = True
+
+PACKAGES = ("moe-oracle-core", "moe-oracle-cuda", "moe-oracle-rocm", "moe-oracle-xpu", "moe-oracle-cpu")
+# Installed first in every venv: any unpinned torch requirement would otherwise pull a CUDA build.
+CPU_TORCH = "torch==2.13.0"
+TEST_DEPS = ("numpy<2.4", "pytest", "pytest-xdist", "hypothesis", "matplotlib")
+CPU_EXTRAS = ("triton==3.6.0", "zentorch==2.13.0.1")
+
+
+def has_cuda() -> bool:
+    return bool(glob.glob("/dev/nvidia[0-9]*")) or shutil.which("nvidia-smi") is not None
+
+
+def has_rocm() -> bool:
+    return os.path.exists("/dev/kfd") or shutil.which("rocm-smi") is not None
+
+
+def has_xpu() -> bool:
+    return shutil.which("xpu-smi") is not None or shutil.which("sycl-ls") is not None
+
+
+def install_packages(session: nox.Session, *, no_deps: bool = False) -> None:
+    editable = [arg for name in PACKAGES for arg in ("-e", f"packages/{name}")]
+    session.install(*(["--no-deps"] if no_deps else []), *editable, "-e", ".")
+
+
+def pytest_args(session: nox.Session) -> list[str]:
+    return ["-n", "2", "-q", "-p", "no:cacheprovider", *session.posargs]
+
+
+@nox.session(name="test-cpu")
+def test_cpu(session: nox.Session) -> None:
+    """Every test that runs without a GPU; the Triton kernels run in the interpreter."""
+    session.install(CPU_TORCH)
+    session.install(CPU_TORCH, *TEST_DEPS, *CPU_EXTRAS)
+    install_packages(session)
+    session.run("python", "-m", "pytest", *pytest_args(session))
+
+
+def _hardware_session(session: nox.Session, marker_env: str) -> None:
+    # The machine's own torch build (CUDA/ROCm/XPU) is used through system site packages.
+    session.install(*TEST_DEPS)
+    install_packages(session, no_deps=True)
+    session.run("python", "-m", "pytest", *pytest_args(session), env={marker_env: "1"})
+
+
+@nox.session(name="test-cuda", venv_params=["--system-site-packages"],
+             venv_backend=None if has_cuda() else "none")
+def test_cuda(session: nox.Session) -> None:
+    """The CPU suite plus GPU numerics and CUDA-graph tests, on the machine's CUDA torch."""
+    if not has_cuda():
+        session.skip("no CUDA device on this machine")
+    _hardware_session(session, "MOE_ORACLE_TEST_CUDA")
+
+
+@nox.session(name="test-rocm", venv_params=["--system-site-packages"],
+             venv_backend=None if has_rocm() else "none")
+def test_rocm(session: nox.Session) -> None:
+    """The CPU suite plus AITER numerics against the real library, on the machine's ROCm torch."""
+    if not has_rocm():
+        session.skip("no ROCm device on this machine")
+    _hardware_session(session, "MOE_ORACLE_TEST_ROCM")
+
+
+@nox.session(name="test-xpu", venv_params=["--system-site-packages"],
+             venv_backend=None if has_xpu() else "none")
+def test_xpu(session: nox.Session) -> None:
+    """The CPU suite plus vllm-xpu-kernels / IPEX numerics, on the machine's XPU torch."""
+    if not has_xpu():
+        session.skip("no Intel XPU on this machine")
+    _hardware_session(session, "MOE_ORACLE_TEST_XPU")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff and mypy over every package."""
+    session.install(CPU_TORCH)
+    session.install(CPU_TORCH, "ruff", "mypy", "numpy<2.4", "triton==3.6.0", "pytest")
+    install_packages(session)
+    session.run("ruff", "check", ".")
+    session.run("mypy", *[f"packages/{name}/src" for name in PACKAGES])
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Selection and import overhead, then the CPU MoE benchmark (writes bench/results/)."""
+    session.install(CPU_TORCH)
+    session.install(CPU_TORCH, "numpy<2.4", *CPU_EXTRAS)
+    install_packages(session)
+    session.run("python", "bench/select_speed.py")
+    if os.path.exists("bench/cpu_moe.py"):
+        session.run("python", "bench/cpu_moe.py", *session.posargs)
