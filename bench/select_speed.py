@@ -75,7 +75,8 @@ def main() -> None:
     record = {
         "date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-        "import_ms": seconds * 1e3, "torch_import_ms": torch_s * 1e3, "cuda_initialized_by_import": cuda_init, "triton_imported_by_import": triton_loaded,
+        "import_ms": seconds * 1e3, "torch_import_ms": torch_s * 1e3,
+        "cuda_initialized_by_import": cuda_init, "triton_imported_by_import": triton_loaded,
         "select_us": selects,
     }
     out = Path(__file__).parent / "results" / "select_speed.json"
