@@ -83,7 +83,7 @@ def test_run_rejects_bad_tokens() -> None:
 
 def test_bench_writes_json_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out_json, out_png = tmp_path / "b.json", tmp_path / "b.png"
-    code, out, _ = run(capsys, "bench", "--model", "tiny", "--dtype", "fp32", "--tokens", "1,4", "--iters", "1",
+    code, _, _ = run(capsys, "bench", "--model", "tiny", "--dtype", "fp32", "--tokens", "1,4", "--iters", "1",
                        "--backends", "reference", "--json", str(out_json), "--plot", str(out_png))
     assert code == 0
     data = json.loads(out_json.read_text())
