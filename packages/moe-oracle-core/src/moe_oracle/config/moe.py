@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from moe_oracle.config.parallel import ParallelConfig
 from moe_oracle.config.quant import UNQUANTIZED_NAMES, QuantScheme
@@ -14,22 +12,27 @@ from moe_oracle.config.routing import RoutingConfig
 from moe_oracle.config.validate import one_of, positive_int
 from moe_oracle.errors import ConfigError
 
+if TYPE_CHECKING:
+    import torch
+
 ACTIVATIONS = ("silu", "gelu", "swigluoai", "relu2")
 _GATED_ONLY = ("swigluoai",)
 _UNGATED_ONLY = ("relu2",)
-DTYPES: dict[str, torch.dtype] = {
-    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
-    "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
+# Accepted spellings of a compute dtype -> the torch attribute. Strings, so that importing
+# moe_oracle does not import torch (configs convert to torch dtypes when built).
+DTYPES: dict[str, str] = {
+    "bf16": "bfloat16", "bfloat16": "bfloat16",
+    "fp16": "float16", "float16": "float16", "half": "float16",
+    "fp32": "float32", "float32": "float32", "float": "float32",
 }
-_DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+_DTYPE_NAMES = {"torch.bfloat16": "bf16", "torch.float16": "fp16", "torch.float32": "fp32"}
 GPT_OSS_SWIGLU_ALPHA = 1.702
 GPT_OSS_SWIGLU_LIMIT = 7.0
 
 
 def dtype_name(dtype: torch.dtype) -> str:
     """Short name of a compute dtype: ``bf16``, ``fp16`` or ``fp32``."""
-    return _DTYPE_NAMES[dtype]
+    return _DTYPE_NAMES[str(dtype)]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,7 +52,7 @@ class MoEConfig:
     intermediate_size: int
     activation: str = "silu"
     is_gated: bool | None = None
-    dtype: torch.dtype = torch.bfloat16
+    dtype: torch.dtype = "bf16"  # type: ignore[assignment]  # a torch.dtype once built
     has_bias: bool = False
     quant: QuantScheme | None = None
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
@@ -172,10 +175,12 @@ class MoEConfig:
 
 
 def _as_dtype(value: object) -> torch.dtype:
+    import torch
+
     if isinstance(value, torch.dtype):
-        if value not in _DTYPE_NAMES:
+        if str(value) not in _DTYPE_NAMES:
             raise ConfigError("dtype", f"unsupported compute dtype {value}", allowed=("bf16", "fp16", "fp32"))
         return value
     if isinstance(value, str) and value.lower().removeprefix("torch.") in DTYPES:
-        return DTYPES[value.lower().removeprefix("torch.")]
+        return getattr(torch, DTYPES[value.lower().removeprefix("torch.")])  # type: ignore[no-any-return]
     raise ConfigError("dtype", f"unsupported compute dtype {value!r}", allowed=("bf16", "fp16", "fp32"))

@@ -17,11 +17,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
-import torch
-
 from moe_oracle.errors import MoEOracleError
 
 if TYPE_CHECKING:
+    import torch
+
     from moe_oracle.config.moe import MoEConfig
     from moe_oracle.kernel.quant_config import QuantConfig
     from moe_oracle.kernel.weights import KernelWeights

@@ -7,10 +7,12 @@ Every field is keyword-only: a bias can never land in a scale's slot (a bug vLLM
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-import torch
+from typing import TYPE_CHECKING
 
 from moe_oracle.config.quant import QuantKey, QuantScheme
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 if TYPE_CHECKING:
+    import torch
+
     from moe_oracle.config.moe import MoEConfig
 
 TENSOR_NAMES = (
