@@ -17,25 +17,26 @@ from pathlib import Path
 IMPORT_PROBE = """
 import time, sys
 t0 = time.perf_counter()
-import torch
-t1 = time.perf_counter()
 import moe_oracle
+t1 = time.perf_counter()
+torch_loaded = "torch" in sys.modules
+import torch
 t2 = time.perf_counter()
-print(t1 - t0, t2 - t1, int(torch.cuda.is_initialized()), int("triton" in sys.modules))
+print(t2 - t1, t1 - t0, int(torch.cuda.is_initialized()), int("triton" in sys.modules), int(torch_loaded))
 """
 
 
-def import_time(repeats: int = 7) -> tuple[float, float, bool, bool]:
-    """Medians over fresh interpreters: (torch import s, moe_oracle import on top of torch s,
-    CUDA initialized, triton imported)."""
+def import_time(repeats: int = 7) -> tuple[float, float, bool, bool, bool]:
+    """Medians over fresh interpreters: (torch import s, ``import moe_oracle`` s, CUDA initialized,
+    triton imported, torch imported by ``import moe_oracle``)."""
     runs = []
     for _ in range(repeats):
         out = subprocess.run([sys.executable, "-c", IMPORT_PROBE], check=True, capture_output=True, text=True)
-        torch_s, ours_s, cuda_init, triton_loaded = out.stdout.split()
-        runs.append((float(ours_s), float(torch_s), cuda_init == "1", triton_loaded == "1"))
+        torch_s, ours_s, cuda_init, triton_loaded, torch_loaded = out.stdout.split()
+        runs.append((float(ours_s), float(torch_s), cuda_init == "1", triton_loaded == "1", torch_loaded == "1"))
     runs.sort()
-    ours, torch_s, cuda_init, triton_loaded = runs[len(runs) // 2]
-    return torch_s, ours, cuda_init, triton_loaded
+    ours, torch_s, cuda_init, triton_loaded, torch_loaded = runs[len(runs) // 2]
+    return torch_s, ours, cuda_init, triton_loaded, torch_loaded
 
 
 def select_time(calls: int = 20000) -> dict[str, float]:
@@ -66,10 +67,11 @@ def select_time(calls: int = 20000) -> dict[str, float]:
 def main() -> None:
     import torch
 
-    torch_s, seconds, cuda_init, triton_loaded = import_time()
+    torch_s, seconds, cuda_init, triton_loaded, torch_loaded = import_time()
     selects = select_time()
-    print(f"import moe_oracle: {seconds * 1e3:.1f} ms on top of import torch ({torch_s * 1e3:.0f} ms), "
-          f"median of 7 fresh interpreters; CUDA initialized: {cuda_init}; triton imported: {triton_loaded}")
+    print(f"import moe_oracle: {seconds * 1e3:.1f} ms (median of 7 fresh interpreters); imports torch: {torch_loaded}; "
+          f"triton: {triton_loaded}; CUDA initialized after importing torch too: {cuda_init} "
+          f"(import torch alone: {torch_s * 1e3:.0f} ms)")
     for name, us in selects.items():
         print(f"select() {name}: {us:.1f} us/call")
     record = {
@@ -77,6 +79,7 @@ def main() -> None:
         "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
         "import_ms": seconds * 1e3, "torch_import_ms": torch_s * 1e3,
         "cuda_initialized_by_import": cuda_init, "triton_imported_by_import": triton_loaded,
+        "torch_imported_by_import": torch_loaded,
         "select_us": selects,
     }
     out = Path(__file__).parent / "results" / "select_speed.json"
