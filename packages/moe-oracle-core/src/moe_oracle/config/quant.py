@@ -186,7 +186,6 @@ def _grouped(base: str, size: int, zero_point: bool) -> QuantScheme:
     return QuantScheme(base + suffix, family, weight, activation)
 
 
-_MX = dict(scale_dtype="e8m0")
 _SCHEMES: dict[str, QuantScheme] = {
     s.name: s
     for s in (
@@ -203,10 +202,10 @@ _SCHEMES: dict[str, QuantScheme] = {
         _grouped("int8_w8a16_group", 128, False),
         _grouped("w4a8_int8", 128, False),
         QuantScheme("w4a8_fp8", "w4a8_fp8", _int(4, group(128), static=True), _fp8(TOKEN, static=False)),
-        QuantScheme("mxfp4", "mxfp4", _fp4(group(32), static=True, **_MX)),
-        QuantScheme("mxfp4_a8", "mxfp4", _fp4(group(32), static=True, **_MX),
-                    _fp8(group(32), static=False, **_MX)),
-        QuantScheme("mxfp8", "mxfp8", _fp8(group(32), static=True, **_MX), _fp8(group(32), static=False, **_MX)),
+        QuantScheme("mxfp4", "mxfp4", _fp4(group(32), static=True, scale_dtype="e8m0")),
+        QuantScheme("mxfp4_a8", "mxfp4", _fp4(group(32), static=True, scale_dtype="e8m0"),
+                    _fp8(group(32), static=False, scale_dtype="e8m0")),
+        QuantScheme("mxfp8", "mxfp8", _fp8(group(32), static=True, scale_dtype="e8m0"), _fp8(group(32), static=False, scale_dtype="e8m0")),
         QuantScheme("nvfp4", "nvfp4",
                     _fp4(group(16), static=True, scale_dtype="fp8_e4m3", global_scale=True),
                     _fp4(group(16), static=False, scale_dtype="fp8_e4m3", global_scale=True)),

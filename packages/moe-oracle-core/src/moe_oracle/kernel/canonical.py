@@ -54,6 +54,8 @@ def expected_tensors(config: MoEConfig) -> dict[str, TensorSpec]:
         out["w13"] = TensorSpec((e, n, h // 2 if packed else h), _WEIGHT_DTYPES[w.dtype])
         out["w2"] = TensorSpec((e, h, i // 2 if packed else i), _WEIGHT_DTYPES[w.dtype])
         gran = w.granularity
+        s13: tuple[int, ...]
+        s2: tuple[int, ...]
         scale_dtypes = {"fp32": FP32, "e8m0": E8M0, "fp8_e4m3": (torch.float8_e4m3fn,)}[w.scale_dtype]
         if gran.kind == "tensor":
             s13, s2 = (e,), (e,)

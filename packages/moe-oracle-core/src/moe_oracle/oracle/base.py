@@ -68,11 +68,13 @@ class MoEKernelOracle:
     def backend_enum_cls(self) -> type[enum.Enum]:
         """An Enum of this family's backends, built from the registry (plugins included)."""
         gen = self.registry.generation
-        if self._enum is None or self._enum[0] != gen:
+        cached = self._enum
+        if cached is None or cached[0] != gen:
             members = {s.name.upper(): s.name for s in self.family_specs()}
             name = type(self).__name__.removesuffix("Oracle") + "Backend"
-            self._enum = (gen, enum.Enum(name, members))  # type: ignore[misc]
-        return self._enum[1]
+            built: type[enum.Enum] = enum.Enum(name, members)  # type: ignore[assignment]
+            cached = self._enum = (gen, built)
+        return cached[1]
 
     def map_backend(self, name: str) -> enum.Enum:
         """The enum member for a user-facing backend name; unknown names list the known ones."""
