@@ -72,7 +72,7 @@ class MoEKernelOracle:
         if cached is None or cached[0] != gen:
             members = {s.name.upper(): s.name for s in self.family_specs()}
             name = type(self).__name__.removesuffix("Oracle") + "Backend"
-            built: type[enum.Enum] = enum.Enum(name, members)  # type: ignore[assignment]
+            built: type[enum.Enum] = enum.Enum(name, members)  # type: ignore[assignment,misc]
             cached = self._enum = (gen, built)
         return cached[1]
 
