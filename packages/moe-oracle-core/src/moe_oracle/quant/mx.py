@@ -5,8 +5,8 @@ Element formats (OCP MX spec, section 5):
 
 - e2m1 (FP4): 1 sign, 2 exponent (bias 1), 1 mantissa bit; no inf/NaN. Codes 0..7 are
   ``0, 0.5, 1, 1.5, 2, 3, 4, 6``; codes 8..15 are the same with the sign bit (``0x8``) set.
-  Quantization rounds to nearest, ties to even (the even code), and saturates at 6. A negative
-  input that rounds to zero keeps its sign (code 8, -0).
+  Quantization rounds to nearest, ties to even (the even code), and saturates at 6. The sign bit
+  is the input's, as in an fp8 cast: -0.0 and negatives that round to zero give code 8 (-0).
 - e4m3: ``float8_e4m3fn``, saturating at 448 (see ``fp8.py``).
 - e8m0 (scale): an unsigned biased exponent, ``2 ** (code - 127)`` for codes 0..254; ``0xFF`` is
   NaN. No sign, no mantissa, no zero.
@@ -58,7 +58,7 @@ def encode_e2m1(x: torch.Tensor) -> torch.Tensor:
     # |x| on a boundary (a tie) goes to whichever neighbour code is even.
     tie_up = (upto != below) & (upto % 2 == 0)
     code = torch.where(tie_up, upto, below).to(torch.uint8)
-    return code | ((x < 0).to(torch.uint8) << 3)
+    return code | (torch.signbit(x).to(torch.uint8) << 3)
 
 
 def decode_e2m1(codes: torch.Tensor) -> torch.Tensor:
