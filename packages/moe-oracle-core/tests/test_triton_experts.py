@@ -1,0 +1,161 @@
+"""Triton experts against the reference, on CPU through the Triton interpreter.
+
+Shapes are tiny (the interpreter runs each program in Python, ~1000x slower than compiled) and odd
+where the scheme allows (H=80, I=48: partial tiles and masked K loops). bf16 is not tested here:
+the interpreter multiplies bf16 bit patterns in ``tl.dot`` and truncates bf16 stores, so bf16 is
+checked on the GPU (``tests/gpu/test_triton_gpu.py``). Every case compares the whole
+``[T, H]`` output with ``moe_oracle.testing.assert_close`` at the shared tolerance table.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+if importlib.util.find_spec("triton") is None:  # importing it here would fix the mode too early
+    pytest.skip("triton is not installed", allow_module_level=True)
+if torch.cuda.is_available():
+    pytest.skip("interpreter tests run on CPU machines; GPUs run tests/gpu", allow_module_level=True)
+from moe_oracle.triton.interpreter import load_interpreted_kernels
+
+_why_not = load_interpreted_kernels()
+if _why_not:
+    pytest.skip(_why_not, allow_module_level=True)
+
+import moe_oracle  # noqa: E402
+from moe_oracle import FusedMoEKernel, MoEConfig, ParallelConfig, Platform, oracle_for  # noqa: E402
+from moe_oracle.kernel.weights import canonical_kernel_weights  # noqa: E402
+from moe_oracle.router import route  # noqa: E402
+from moe_oracle.testing import assert_close, random_inputs, random_weights, reference_moe  # noqa: E402
+from moe_oracle.triton.batched import BatchedPrepareFinalize  # noqa: E402
+from moe_oracle.triton.configs import LayerConfigs, TritonConfig  # noqa: E402
+from moe_oracle.triton.experts import BatchedTritonExperts, TritonExperts  # noqa: E402
+
+T = 5
+
+
+@pytest.fixture(autouse=True)
+def _interpret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interpreter reads TRITON_INTERPRET while kernels run too."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+
+
+def _experts(config: MoEConfig, weights, cls=TritonExperts, backend: str = "triton"):
+    kw = canonical_kernel_weights(weights, config, backend=backend)
+    return cls(config, oracle_for(config).make_quant_config(config, kw), kw)
+
+
+def _check(config: MoEConfig, *, tokens: int = T, seed: int = 0, expert_map: torch.Tensor | None = None,
+           configs: LayerConfigs | None = None) -> None:
+    weights = random_weights(config, seed=seed)
+    hidden, logits = random_inputs(config, tokens, seed=seed + 1)
+    topk_weights, topk_ids = route(logits, config)
+    expected = reference_moe(config, weights, hidden, topk_weights, topk_ids, expert_map=expert_map)
+    experts = _experts(config, weights)
+    experts.configs_override = configs
+    actual = experts.apply(hidden, topk_weights, topk_ids, expert_map=expert_map)
+    assert_close(actual, expected, config=config, name=f"triton {config.scheme.name} {config.activation}")
+
+
+@pytest.mark.parametrize(("quant", "h", "i"), [
+    ("fp32", 80, 48),
+    ("fp16", 80, 48),
+    ("fp8_tensor", 80, 48),
+    ("fp8_tensor_static", 80, 48),
+    ("fp8_channel", 80, 48),
+    ("fp8_block", 256, 192),
+    ("int8_w8a8", 80, 48),
+    ("int8_w8a16", 80, 48),
+    ("int4_w4a16", 128, 64),
+    ("int4_w4a16_g32_zp", 128, 64),
+    ("int8_w8a16_group_g64", 128, 64),
+    ("int8_w8a16_group_g32_zp", 128, 64),
+])
+def test_schemes_match_reference(quant: str, h: int, i: int) -> None:
+    dtype = torch.float32 if quant == "fp32" else torch.float16
+    _check(MoEConfig(num_experts=4, top_k=2, hidden_size=h, intermediate_size=i, dtype=dtype, quant=quant))
+
+
+@pytest.mark.parametrize(("activation", "gated"), [("gelu", True), ("swigluoai", True), ("relu2", False),
+                                                    ("silu", False)])
+def test_activations_with_bias(activation: str, gated: bool) -> None:
+    _check(MoEConfig(num_experts=4, top_k=2, hidden_size=64, intermediate_size=48, activation=activation,
+                     is_gated=gated, dtype=torch.float16, has_bias=True))
+
+
+def test_swiglu_limit_on_silu() -> None:
+    _check(MoEConfig(num_experts=4, top_k=2, hidden_size=64, intermediate_size=48, dtype=torch.float16,
+                     swiglu_limit=0.5))
+
+
+def test_expert_map_drops_other_ranks_experts() -> None:
+    config = MoEConfig(num_experts=8, top_k=3, hidden_size=64, intermediate_size=48, dtype=torch.float16,
+                       quant="fp8_tensor", parallel=ParallelConfig(ep_size=2, ep_rank=1))
+    expert_map = torch.full((8,), -1, dtype=torch.int32)
+    expert_map[4:] = torch.arange(4, dtype=torch.int32)
+    _check(config, expert_map=expert_map)
+
+
+def test_router_weight_on_input() -> None:
+    _check(MoEConfig(num_experts=4, top_k=1, hidden_size=64, intermediate_size=48, dtype=torch.float16,
+                     has_bias=True, apply_router_weight_on_input=True))
+
+
+def test_split_k_and_distinct_block_m() -> None:
+    """GEMM2 split along I into float32 partials, and two alignments (BLOCK_M 16 and 32)."""
+    configs = LayerConfigs(TritonConfig(block_m=16, block_n=32, block_k=32),
+                           TritonConfig(block_m=32, block_n=32, block_k=16, split_k=2))
+    _check(MoEConfig(num_experts=4, top_k=2, hidden_size=64, intermediate_size=48, dtype=torch.float16,
+                     has_bias=True), tokens=9, configs=configs)
+
+
+def test_fp8_block_wide_tile_groups() -> None:
+    """A 256-wide GEMM1 tile quantizes two 128-column groups of its output; I=192 leaves a partial one."""
+    configs = LayerConfigs(TritonConfig(block_m=16, block_n=256, block_k=128),
+                           TritonConfig(block_m=16, block_n=64, block_k=64))
+    _check(MoEConfig(num_experts=4, top_k=2, hidden_size=256, intermediate_size=192, dtype=torch.float16,
+                     quant="fp8_block"), configs=configs)
+
+
+def test_batched_experts_end_to_end() -> None:
+    config = MoEConfig(num_experts=8, top_k=2, hidden_size=64, intermediate_size=48, dtype=torch.float16,
+                       has_bias=True, parallel=ParallelConfig(ep_size=2, ep_rank=0, all2all="torch_batched"))
+    weights = random_weights(config, seed=3)
+    hidden, logits = random_inputs(config, 6, seed=4)
+    topk_weights, topk_ids = route(logits, config)
+    expert_map = torch.full((8,), -1, dtype=torch.int32)
+    expert_map[:4] = torch.arange(4, dtype=torch.int32)
+    expected = reference_moe(config, weights, hidden, topk_weights, topk_ids, expert_map=expert_map)
+    experts = _experts(config, weights, BatchedTritonExperts, "batched_triton")
+    kernel = FusedMoEKernel(BatchedPrepareFinalize(4, expert_map), experts)
+    actual = kernel.forward_routed(hidden, topk_weights, topk_ids, expert_map=expert_map)
+    assert_close(actual, expected, config=config, name="batched_triton")
+
+
+def test_batched_experts_need_token_counts() -> None:
+    config = MoEConfig(num_experts=4, top_k=2, hidden_size=64, intermediate_size=48, dtype=torch.float16)
+    experts = _experts(config, random_weights(config, seed=0), BatchedTritonExperts, "batched_triton")
+    hidden = torch.zeros(4, 3, 64, dtype=torch.float16)
+    ids = torch.zeros(3, 2, dtype=torch.int32)
+    with pytest.raises(ValueError, match=r"expert_num_tokens: the batched format needs the \[E_l\] valid-row "
+                                         r"counts, got None"):
+        experts.apply(hidden, torch.ones(3, 2), ids)
+
+
+def test_moe_layer_runs_on_cpu_with_the_interpreter() -> None:
+    """With TRITON_INTERPRET=1 the detected CPU platform accepts triton and MoELayer runs it."""
+    from moe_oracle import MoELayer
+
+    config = MoEConfig(num_experts=4, top_k=2, hidden_size=64, intermediate_size=48, dtype=torch.float16)
+    platform = Platform.detect()
+    assert platform.vendor == "cpu" and platform.triton_interpreter
+    assert "Triton interpreter" in moe_oracle.explain(config, platform).candidate("triton").reason
+    layer = MoELayer(config, backend="triton", platform=platform)
+    weights = random_weights(config, seed=5)
+    layer.load_weights(**dict(weights.items()))
+    hidden, logits = random_inputs(config, T, seed=6)
+    topk_weights, topk_ids = route(logits, config)
+    expected = reference_moe(config, weights, hidden, topk_weights, topk_ids)
+    assert_close(layer(hidden, logits), expected, config=config, name="MoELayer(triton)")
