@@ -52,9 +52,20 @@ def check_even(name: str, k: int, fmt: str) -> None:
                          f"which must be even, got {k}")
 
 
+def div_scalar(t: torch.Tensor, value: float) -> torch.Tensor:
+    """``t / value``, correctly rounded on every device.
+
+    On CUDA, torch divides by a Python number as ``t * (1 / value)``, which differs from the
+    division in the last bit (3 / 15 != 3 * (1 / 15)) and so from the CPU; a 0-D tensor on ``t``'s
+    device makes it a true division (and, unlike ``torch.tensor(value, device=...)``, needs no copy
+    from the host, so it can be captured in a CUDA graph).
+    """
+    return t / torch.full((), value, dtype=t.dtype, device=t.device)
+
+
 def safe_scale(amax: torch.Tensor, qmax: float) -> torch.Tensor:
     """``amax / qmax`` in float32, with 1.0 where that is zero (all-zero groups stay finite)."""
-    scale = amax.float() / qmax
+    scale = div_scalar(amax.float(), qmax)
     return torch.where(scale > 0, scale, torch.ones_like(scale))
 
 

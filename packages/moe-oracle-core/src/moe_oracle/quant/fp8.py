@@ -101,8 +101,12 @@ def dequantize_fp8_block(data: torch.Tensor, scale: torch.Tensor, block: tuple[i
 
 
 def quantize_fp8_static(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Activations ``[..., K]`` with a given (calibrated) scalar scale -> e4m3 ``[..., K]``."""
-    return to_e4m3(x.float() / scale.float().reshape(()))
+    """Activations ``[..., K]`` with a given (calibrated) scalar scale -> e4m3 ``[..., K]``.
+
+    The scale is moved to ``x``'s device first: CUDA divides by a CPU scalar as a multiplication by
+    its reciprocal, which can differ in the last bit.
+    """
+    return to_e4m3(x.float() / scale.float().reshape(()).to(x.device))
 
 
 def quantize_fp8_per_tensor_dynamic(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,7 +30,14 @@ from __future__ import annotations
 
 import torch
 
-from moe_oracle.quant._common import expand_groups, merge_groups, pack_nibbles, split_groups, unpack_nibbles
+from moe_oracle.quant._common import (
+    expand_groups,
+    merge_groups,
+    pack_nibbles,
+    safe_scale,
+    split_groups,
+    unpack_nibbles,
+)
 
 INT_BITS = (4, 8)
 
@@ -62,16 +69,14 @@ def quantize_int_grouped(w: torch.Tensor, *, bits: int, group_size: int,
     umax = _code_range(bits)
     if symmetric:
         half = 1 << (bits - 1)  # 8 for int4, 128 for int8
-        scale = wg.abs().amax(dim=-1) / (half - 1)
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        scale = safe_scale(wg.abs().amax(dim=-1), half - 1)
         q = torch.round(wg / scale[..., None]).clamp(-half, half - 1)
         codes = q + half  # unsigned offset codes in [0, umax]
         zero_point = None
     else:
         lo = wg.amin(dim=-1).clamp(max=0)
         hi = wg.amax(dim=-1).clamp(min=0)
-        scale = (hi - lo) / umax
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        scale = safe_scale(hi - lo, umax)
         zero = torch.round(-lo / scale).clamp(0, umax)
         codes = (torch.round(wg / scale[..., None]) + zero[..., None]).clamp(0, umax)
         zero_point = zero.to(torch.uint8)

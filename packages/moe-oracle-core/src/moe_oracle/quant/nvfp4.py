@@ -22,7 +22,14 @@ from __future__ import annotations
 
 import torch
 
-from moe_oracle.quant._common import expand_groups, pack_nibbles, safe_scale, split_groups, unpack_nibbles
+from moe_oracle.quant._common import (
+    div_scalar,
+    expand_groups,
+    pack_nibbles,
+    safe_scale,
+    split_groups,
+    unpack_nibbles,
+)
 from moe_oracle.quant.fp8 import FP8_E4M3_MAX, to_e4m3
 from moe_oracle.quant.mx import E2M1_MAX, decode_e2m1, encode_e2m1
 
@@ -50,9 +57,9 @@ def quantize_nvfp4(x: torch.Tensor, global_scale: torch.Tensor) -> tuple[torch.T
     """
     x = x.float()
     k = x.shape[-1]
-    gs = global_scale.float()
+    gs = global_scale.float().to(x.device)  # on x's device: see fp8.quantize_fp8_static
     amax = split_groups(x, NVFP4_BLOCK).abs().amax(dim=-1)  # [..., G]
-    block_scale = to_e4m3(amax / E2M1_MAX / gs)
+    block_scale = to_e4m3(div_scalar(amax, E2M1_MAX) / gs)
     denom = expand_groups(block_scale.float(), NVFP4_BLOCK, k) * gs  # [..., K]
     scaled = torch.where(denom > 0, x / denom, torch.zeros_like(x))
     return pack_nibbles(encode_e2m1(scaled)), block_scale
