@@ -3,8 +3,14 @@
 Checks run in this order after the spec's own (vendor rocm, standard format, scheme, activation,
 ``aiter`` installed): the ``MOE_ORACLE_ROCM_AITER`` switch, the arch (gfx942 / gfx950), the
 compute dtype, per-scheme archs (mxfp4 on gfx950 only, w4a8_fp8 on gfx942 only), a gated
-activation, swigluoai only with gpt-oss constants on the mxfp4 path, biases only on the mxfp4
+activation, mxfp4 and swigluoai only together (with gpt-oss constants), biases only on the mxfp4
 path, shapes the weight shuffles can tile, and the router weight on the input only for top_k 1.
+
+On the mxfp4 path AITER chooses the activation precision itself (bf16 below a token-count bound,
+fp8 or fp4 above it, depending on its version and the arch); neither mxfp4 nor mxfp4_a8 can be
+forced through ``aiter.fused_moe``, so its numerics match those schemes only within the fp4
+activation tolerance. With silu/gelu it would quantize activations to MXFP4 (w4a4) outright, so
+those are refused.
 """
 
 from __future__ import annotations
@@ -48,13 +54,17 @@ def _scheme_arch(config: MoEConfig, platform: Platform) -> Support:
     return Support.no(f"{config.scheme.base_name} needs arch {need[0]} ({need[1]}), have {platform.arch}")
 
 
-def _swigluoai(config: MoEConfig, platform: Platform) -> Support:
+def _activation_path(config: MoEConfig, platform: Platform) -> Support:
+    mxfp4 = config.scheme.base_name in MXFP4_SCHEMES
     if config.activation != "swigluoai":
+        if mxfp4:
+            return Support.no(f"runs {config.scheme.base_name} only with swigluoai: on its per_1x32 path AITER "
+                              f"quantizes {config.activation} activations to MXFP4 (w4a4, another scheme)")
         if config.swiglu_limit is not None:
             return Support.no(f"does not clamp {config.activation} (swiglu_limit={config.swiglu_limit}); "
                               "AITER clamps only inside its swigluoai kernel")
         return Support.yes()
-    if config.scheme.base_name not in MXFP4_SCHEMES:
+    if not mxfp4:
         return Support.no(f"runs swigluoai only on the mxfp4 path (AITER's Swiglu kernels are its a16w4 ones), "
                           f"scheme is {config.scheme.base_name}")
     if config.swiglu_alpha != GPT_OSS_SWIGLU_ALPHA or config.swiglu_limit != GPT_OSS_SWIGLU_LIMIT:
@@ -95,7 +105,7 @@ CHECKS = (
     Check("mxfp4 on gfx950, w4a8_fp8 on gfx942", _scheme_arch),
     check("a gated activation", lambda c, p: c.is_gated,
           lambda c, p: f"needs a gated activation (AITER fuses act(gate) * up), {c.activation} is not gated here"),
-    Check("swigluoai: mxfp4 with gpt-oss constants; no clamp on silu/gelu", _swigluoai),
+    Check("mxfp4 with swigluoai (gpt-oss constants) only, swigluoai with mxfp4 only", _activation_path),
     check("biases only with mxfp4", lambda c, p: not c.has_bias or c.scheme.base_name in MXFP4_SCHEMES,
           lambda c, p: f"takes biases only on the mxfp4 path (bias1/bias2 of AITER's a16w4 kernels), "
                        f"scheme is {c.scheme.base_name}"),
