@@ -190,3 +190,25 @@ def test_cuda_matches_cpu_bit_for_bit(scheme: str) -> None:
     a_cpu = fake_quantize_activation(scheme, x, scale=scale)
     a_gpu = fake_quantize_activation(scheme, x.cuda(), scale=None if scale is None else scale.cuda())
     assert torch.equal(a_cpu, a_gpu.cpu())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU to capture a CUDA graph")
+@pytest.mark.parametrize("scheme", [s for s in SCHEME_NAMES if small_config(s).scheme.activation is not None])
+def test_activation_quantization_captures_in_a_cuda_graph(scheme: str) -> None:
+    """Kernels quantize activations inside captured forwards: no host sync, no host-to-device copy."""
+    x = torch.randn(8, 256, device="cuda")
+    scale = static_activation_scale(scheme, x) if scheme in STATIC else None
+    eager = fake_quantize_activation(scheme, x, scale=scale)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        fake_quantize_activation(scheme, x, scale=scale)  # warm up outside the capture
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = fake_quantize_activation(scheme, x, scale=scale)
+    x.copy_(x * 2)
+    graph.replay()
+    torch.testing.assert_close(captured, fake_quantize_activation(scheme, x, scale=scale), rtol=0, atol=0)
+    assert not torch.equal(captured, eager)

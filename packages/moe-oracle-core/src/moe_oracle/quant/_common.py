@@ -83,9 +83,14 @@ def merge_groups(xg: torch.Tensor, k: int) -> torch.Tensor:
     return xg.reshape(*xg.shape[:-2], -1)[..., :k]
 
 
-def expand_groups(s: torch.Tensor, g: int, k: int) -> torch.Tensor:
-    """Per-group values ``[..., ceil(K/g)]`` -> one per element ``[..., K]``."""
-    return s.repeat_interleave(g, dim=-1)[..., :k]
+def mul_groups(x: torch.Tensor, s: torch.Tensor, g: int) -> torch.Tensor:
+    """``x`` ``[..., K]`` times per-group ``s`` ``[..., ceil(K/g)]``, broadcast over each group."""
+    return merge_groups(split_groups(x, g) * s[..., None], x.shape[-1])
+
+
+def div_groups(x: torch.Tensor, s: torch.Tensor, g: int) -> torch.Tensor:
+    """``x`` ``[..., K]`` divided by per-group ``s`` ``[..., ceil(K/g)]``."""
+    return merge_groups(split_groups(x, g) / s[..., None], x.shape[-1])
 
 
 def block_amax(w: torch.Tensor, bn: int, bk: int) -> torch.Tensor:
@@ -98,13 +103,28 @@ def block_amax(w: torch.Tensor, bn: int, bk: int) -> torch.Tensor:
 
 def expand_blocks(s: torch.Tensor, bn: int, bk: int, n: int, k: int) -> torch.Tensor:
     """Per-block values ``[E, ceil(N/bn), ceil(K/bk)]`` -> one per element ``[E, N, K]``."""
-    return s.repeat_interleave(bn, dim=-2)[..., :n, :].repeat_interleave(bk, dim=-1)[..., :k]
+    e, gn, gk = s.shape
+    full = s[:, :, None, :, None].expand(e, gn, bn, gk, bk).reshape(e, gn * bn, gk * bk)
+    return full[:, :n, :k]
 
 
 def pack_nibbles(codes: torch.Tensor) -> torch.Tensor:
     """4-bit codes ``[..., K]`` uint8 (values 0..15, K even) -> ``[..., K/2]`` uint8, even index low."""
     pairs = codes.to(torch.uint8).reshape(*codes.shape[:-1], -1, 2)
     return pairs[..., 0] | (pairs[..., 1] << 4)
+
+
+def lookup_nibbles(packed: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """``table[code]`` for every 4-bit code of ``packed`` ``[..., K/2]`` uint8 -> ``[..., K]``.
+
+    ``table`` is float32 ``[16]`` on ``packed``'s device. One int32 ``index_select`` per byte into a
+    ``[256, 2]`` table of value pairs unpacks and decodes in one pass (several times faster on CPU
+    than unpacking and then gathering with int64 indices).
+    """
+    byte = torch.arange(256, dtype=torch.int32, device=packed.device)
+    pairs = torch.stack((table[byte & 0x0F], table[byte >> 4]), dim=-1)  # [256, 2]
+    values = pairs.index_select(0, packed.reshape(-1).to(torch.int32))
+    return values.reshape(*packed.shape[:-1], -1)
 
 
 def unpack_nibbles(packed: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from moe_oracle.quant._common import block_amax, expand_blocks, expand_groups, safe_scale, split_groups
+from moe_oracle.quant._common import block_amax, div_groups, expand_blocks, mul_groups, safe_scale, split_groups
 
 FP8_E4M3_MAX = 448.0
 BLOCK = (128, 128)
@@ -133,9 +133,9 @@ def quantize_fp8_per_token_group(x: torch.Tensor, group_size: int = 128) -> tupl
     """
     x = x.float()
     scale = safe_scale(split_groups(x, group_size).abs().amax(dim=-1), FP8_E4M3_MAX)
-    return to_e4m3(x / expand_groups(scale, group_size, x.shape[-1])), scale
+    return to_e4m3(div_groups(x, scale, group_size)), scale
 
 
 def dequantize_fp8_per_token_group(q: torch.Tensor, scale: torch.Tensor, group_size: int = 128) -> torch.Tensor:
     """``[..., K]`` e4m3 times ``[..., ceil(K/g)]`` scales -> ``[..., K]`` float32."""
-    return q.float() * expand_groups(scale.float(), group_size, q.shape[-1])
+    return mul_groups(q.float(), scale.float(), group_size)

@@ -31,12 +31,11 @@ from __future__ import annotations
 import torch
 
 from moe_oracle.quant._common import (
-    expand_groups,
+    lookup_nibbles,
     merge_groups,
     pack_nibbles,
     safe_scale,
     split_groups,
-    unpack_nibbles,
 )
 
 INT_BITS = (4, 8)
@@ -99,10 +98,11 @@ def dequantize_int_grouped(data: torch.Tensor, scale: torch.Tensor, zero_point: 
     -------
     [E, N, K] float32
     """
-    if bits == 4:
-        codes = unpack_nibbles(data).float()  # unsigned codes in [0, 15]
-        zero = 8.0 if zero_point is None else expand_groups(zero_point.float(), group_size, codes.shape[-1])
-    else:
+    if bits == 4:  # unsigned codes 0..15, unpacked and converted in one lookup
+        codes = lookup_nibbles(data, torch.arange(16, dtype=torch.float32, device=data.device))
+        zero = 8.0 if zero_point is None else zero_point.float()[..., None]
+    else:  # int8: signed values, or unsigned codes stored minus 128 when there are zero points
         codes = data.float() + (128.0 if zero_point is not None else 0.0)
-        zero = 0.0 if zero_point is None else expand_groups(zero_point.float(), group_size, codes.shape[-1])
-    return (codes - zero) * expand_groups(scale.float(), group_size, codes.shape[-1])
+        zero = 0.0 if zero_point is None else zero_point.float()[..., None]
+    k = codes.shape[-1]
+    return merge_groups((split_groups(codes, group_size) - zero) * scale.float()[..., None], k)

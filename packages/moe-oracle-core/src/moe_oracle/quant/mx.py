@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from moe_oracle.quant._common import expand_groups, pack_nibbles, split_groups, unpack_nibbles
+from moe_oracle.quant._common import div_groups, lookup_nibbles, mul_groups, pack_nibbles, split_groups
 from moe_oracle.quant.fp8 import to_e4m3
 
 MX_BLOCK = 32
@@ -48,23 +48,39 @@ _E2M1_MIDPOINTS = (0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0)
 def encode_e2m1(x: torch.Tensor) -> torch.Tensor:
     """Round ``x`` (float ``[...]``) to the nearest e2m1 value, ties to even, saturating at 6.
 
-    Returns uint8 codes ``[...]`` in 0..15 (bit 3 is the sign).
+    Returns uint8 codes ``[...]`` in 0..15 (bit 3 is the sign). The magnitude code counts the
+    midpoints below ``|x|``; a midpoint itself (a tie) counts only when the code above it is even.
+    Seven compare-and-add passes keep memory at about one byte per element beyond ``|x|``.
     """
     x = x.float()
     mag = x.abs()
-    bounds = torch.tensor(_E2M1_MIDPOINTS, device=x.device)
-    below = torch.bucketize(mag, bounds, right=False)  # boundaries strictly below |x|
-    upto = torch.bucketize(mag, bounds, right=True)  # boundaries at or below |x|
-    # |x| on a boundary (a tie) goes to whichever neighbour code is even.
-    tie_up = (upto != below) & (upto % 2 == 0)
-    code = torch.where(tie_up, upto, below).to(torch.uint8)
+    code = torch.zeros_like(mag, dtype=torch.uint8)
+    for i, midpoint in enumerate(_E2M1_MIDPOINTS):
+        code += (mag >= midpoint) if (i + 1) % 2 == 0 else (mag > midpoint)
     return code | (torch.signbit(x).to(torch.uint8) << 3)
+
+
+def _e2m1_table(device: torch.device) -> torch.Tensor:
+    """float32 ``[16]``: the value of each code, from its bit fields (exponent ``e``, mantissa ``m``):
+    ``m * 0.5`` when ``e == 0``, else ``(2 + m) * 2 ** (e - 2)``.
+
+    Computed on ``device`` rather than copied from the host, so it can run in a captured CUDA graph.
+    """
+    c = torch.arange(16, dtype=torch.int32, device=device)
+    exp, man = (c >> 1) & 0x3, (c & 0x1).float()
+    magnitude = torch.where(exp == 0, man * 0.5, torch.ldexp(man + 2, exp - 2))
+    return torch.where((c & 0x8) != 0, -magnitude, magnitude)
 
 
 def decode_e2m1(codes: torch.Tensor) -> torch.Tensor:
     """uint8 codes ``[...]`` in 0..15 -> float32 values ``[...]``."""
-    table = torch.tensor(E2M1_VALUES + tuple(-v for v in E2M1_VALUES), device=codes.device)
-    return table[codes.long()]
+    table = _e2m1_table(codes.device)
+    return table.index_select(0, codes.reshape(-1).to(torch.int32)).reshape(codes.shape)
+
+
+def decode_e2m1_packed(packed: torch.Tensor) -> torch.Tensor:
+    """Packed e2m1 ``[..., K/2]`` uint8 (low nibble first) -> float32 values ``[..., K]``."""
+    return lookup_nibbles(packed, _e2m1_table(packed.device))
 
 
 def decode_e8m0(codes: torch.Tensor) -> torch.Tensor:
@@ -94,7 +110,7 @@ def _quantize_mx(x: torch.Tensor, emax_elem: int) -> tuple[torch.Tensor, torch.T
     """``[..., K]`` -> (``x / X`` ``[..., K]`` float32, e8m0 codes ``[..., ceil(K/32)]``)."""
     x = x.float()
     codes = mx_scale_codes(split_groups(x, MX_BLOCK).abs().amax(dim=-1), emax_elem)
-    return x / expand_groups(decode_e8m0(codes), MX_BLOCK, x.shape[-1]), codes
+    return div_groups(x, decode_e8m0(codes), MX_BLOCK), codes
 
 
 def quantize_mxfp4(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,8 +127,7 @@ def quantize_mxfp4(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def dequantize_mxfp4(data: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """``[..., K/2]`` packed e2m1 with ``[..., ceil(K/32)]`` e8m0 scales -> ``[..., K]`` float32."""
-    values = decode_e2m1(unpack_nibbles(data))
-    return values * expand_groups(decode_e8m0(scale), MX_BLOCK, values.shape[-1])
+    return mul_groups(decode_e2m1_packed(data), decode_e8m0(scale), MX_BLOCK)
 
 
 def quantize_mxfp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,4 +144,4 @@ def quantize_mxfp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def dequantize_mxfp8(data: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """``[..., K]`` e4m3 with ``[..., ceil(K/32)]`` e8m0 scales -> ``[..., K]`` float32."""
-    return data.float() * expand_groups(decode_e8m0(scale), MX_BLOCK, data.shape[-1])
+    return mul_groups(data.float(), decode_e8m0(scale), MX_BLOCK)

@@ -24,14 +24,14 @@ import torch
 
 from moe_oracle.quant._common import (
     div_scalar,
-    expand_groups,
+    merge_groups,
+    mul_groups,
     pack_nibbles,
     safe_scale,
     split_groups,
-    unpack_nibbles,
 )
 from moe_oracle.quant.fp8 import FP8_E4M3_MAX, to_e4m3
-from moe_oracle.quant.mx import E2M1_MAX, decode_e2m1, encode_e2m1
+from moe_oracle.quant.mx import E2M1_MAX, decode_e2m1_packed, encode_e2m1
 
 NVFP4_BLOCK = 16
 
@@ -58,18 +58,17 @@ def quantize_nvfp4(x: torch.Tensor, global_scale: torch.Tensor) -> tuple[torch.T
     x = x.float()
     k = x.shape[-1]
     gs = global_scale.float().to(x.device)  # on x's device: see fp8.quantize_fp8_static
-    amax = split_groups(x, NVFP4_BLOCK).abs().amax(dim=-1)  # [..., G]
-    block_scale = to_e4m3(div_scalar(amax, E2M1_MAX) / gs)
-    denom = expand_groups(block_scale.float(), NVFP4_BLOCK, k) * gs  # [..., K]
-    scaled = torch.where(denom > 0, x / denom, torch.zeros_like(x))
-    return pack_nibbles(encode_e2m1(scaled)), block_scale
+    xg = split_groups(x, NVFP4_BLOCK)  # [..., G, 16]
+    block_scale = to_e4m3(div_scalar(xg.abs().amax(dim=-1), E2M1_MAX) / gs)  # [..., G]
+    denom = (block_scale.float() * gs)[..., None]  # [..., G, 1]
+    scaled = torch.where(denom > 0, xg / denom, torch.zeros_like(xg))
+    return pack_nibbles(encode_e2m1(merge_groups(scaled, k))), block_scale
 
 
 def dequantize_nvfp4(data: torch.Tensor, scale: torch.Tensor, global_scale: torch.Tensor) -> torch.Tensor:
     """``[..., K/2]`` packed e2m1, ``[..., ceil(K/16)]`` e4m3 block scales, global scale broadcastable
     to ``[..., 1]`` -> ``[..., K]`` float32."""
-    values = decode_e2m1(unpack_nibbles(data))
-    return values * expand_groups(scale.float(), NVFP4_BLOCK, values.shape[-1]) * global_scale.float()
+    return mul_groups(decode_e2m1_packed(data), scale.float(), NVFP4_BLOCK) * global_scale.float()
 
 
 def quantize_nvfp4_weights(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
