@@ -1,16 +1,19 @@
 """Token-to-expert alignment: group the P = T*K (token, expert) pairs by expert in BLOCK_M blocks.
 
-One Triton program does it in two passes over ``topk_ids`` with no host synchronisation: count
-pairs per local expert, pad each count to a multiple of BLOCK_M, prefix-sum the padded counts,
-then scatter each pair id to its expert's next slot. Outputs, sized from T, K, E and BLOCK_M
-alone so the launch can sit in a CUDA graph:
+Count pairs per local expert (``tl.histogram`` per chunk of pairs), pad each count to a multiple of
+BLOCK_M, prefix-sum the padded counts, then scatter each pair id to its expert's next slot (an
+atomic cursor per expert, per chunk). Up to ``CHUNK`` pairs this is one single-program launch
+(decode); beyond, three launches over chunks (count, scan, scatter). No host synchronisation, and
+every output is sized from T, K, E and BLOCK_M alone, so the launches can sit in a CUDA graph:
 
 - ``sorted_ids`` ``[max_blocks * BLOCK_M]`` int32: pair ids (``t * K + k``); padding holds P.
-- ``block_expert`` ``[max_blocks]`` int32: the local expert of each block, -1 past the end.
+- ``block_expert`` ``[max_blocks]`` int32: the local expert of each block in use (entries past
+  ``num_padded / BLOCK_M`` are undefined).
 - ``num_padded`` ``[1]`` int32: blocks in use times BLOCK_M; GEMM programs past it exit.
 
 Pairs whose expert is not local (``expert_map`` gives -1) land in no block: they contribute zero.
-Within an expert pairs keep their order, so the layout (and the result) is deterministic.
+Within an expert the order of pairs follows the atomics and may vary from run to run; each row of
+a GEMM is computed on its own, so the results do not.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
+CHUNK = 1024  # pairs per program of the count and scatter passes
 
 @dataclass(frozen=True)
 class AlignedRouting:
@@ -38,55 +42,92 @@ class AlignedRouting:
 
 
 @triton.jit
-def _align_kernel(
-    topk_ids_ptr, expert_map_ptr, sorted_ids_ptr, block_expert_ptr, num_padded_ptr,
-    num_pairs, num_experts, max_blocks,
-    HAS_MAP: tl.constexpr, BLOCK_M: tl.constexpr, E_POW2: tl.constexpr, CHUNK: tl.constexpr,
-    BLOCK_CHUNK: tl.constexpr,
-):
-    experts = tl.arange(0, E_POW2)
-    counts = tl.zeros((E_POW2,), dtype=tl.int32)
-    for start in range(0, num_pairs, CHUNK):
-        offs = start + tl.arange(0, CHUNK)
-        mask = offs < num_pairs
-        e = tl.load(topk_ids_ptr + offs, mask=mask, other=-1).to(tl.int32)
-        if HAS_MAP:
-            e = tl.load(expert_map_ptr + e, mask=mask & (e >= 0), other=-1).to(tl.int32)
-        onehot = (e[:, None] == experts[None, :]).to(tl.int32)  # [CHUNK, E_POW2]
-        counts += tl.sum(onehot, axis=0)
-    padded = (counts + BLOCK_M - 1) // BLOCK_M * BLOCK_M
+def _local_experts(topk_ids_ptr, expert_map_ptr, offs, num_pairs, HAS_MAP: tl.constexpr):
+    """Local expert of each pair in ``offs``, -1 for padding lanes and other ranks' experts."""
+    mask = offs < num_pairs
+    e = tl.load(topk_ids_ptr + offs, mask=mask, other=-1).to(tl.int32)
+    if HAS_MAP:
+        e = tl.load(expert_map_ptr + e, mask=mask & (e >= 0), other=-1).to(tl.int32)
+    return e
+
+
+@triton.jit
+def _layout(counts, sorted_ids_ptr, block_expert_ptr, num_padded_ptr, num_pairs, num_experts,
+            BLOCK_M: tl.constexpr, NUM_BINS: tl.constexpr):
+    """From per-expert counts: store the padded length, each block's expert and the padding
+    sentinels; return each expert's first slot."""
+    experts = tl.arange(0, NUM_BINS)
+    padded = tl.where(experts < num_experts, (counts + BLOCK_M - 1) // BLOCK_M * BLOCK_M, 0)
     ends = tl.cumsum(padded, axis=0)
     starts = ends - padded
-    total = tl.sum(padded, axis=0)
-    tl.store(num_padded_ptr, total)
-
-    # Expert of each block: the number of experts whose padded range ends at or before it.
-    for b0 in range(0, max_blocks, BLOCK_CHUNK):
-        blocks = b0 + tl.arange(0, BLOCK_CHUNK)
-        owner = tl.sum((ends[None, :] <= (blocks * BLOCK_M)[:, None]).to(tl.int32), axis=1)
-        owner = tl.where(blocks * BLOCK_M < total, owner, -1)
-        tl.store(block_expert_ptr + blocks, owner, mask=blocks < max_blocks)
-
-    # Padding slots of each expert hold the sentinel num_pairs.
-    offs_pad = tl.arange(0, BLOCK_M)
-    pad_pos = (starts + counts)[:, None] + offs_pad[None, :]
-    tl.store(sorted_ids_ptr + pad_pos, tl.zeros((E_POW2, BLOCK_M), dtype=tl.int32) + num_pairs,
+    tl.store(num_padded_ptr, tl.sum(padded, axis=0))
+    blocks = padded // BLOCK_M
+    offs_j = tl.arange(0, 16)
+    for j0 in range(0, tl.max(blocks, axis=0), 16):
+        j = j0 + offs_j[None, :]
+        owner = tl.zeros((NUM_BINS, 16), dtype=tl.int32) + experts[:, None]
+        tl.store(block_expert_ptr + starts[:, None] // BLOCK_M + j, owner, mask=j < blocks[:, None])
+    pad_pos = tl.where(experts < num_experts, starts + counts, ends)[:, None] + tl.arange(0, BLOCK_M)[None, :]
+    tl.store(sorted_ids_ptr + pad_pos, tl.zeros((NUM_BINS, BLOCK_M), dtype=tl.int32) + num_pairs,
              mask=pad_pos < ends[:, None])
+    return starts
 
-    # Scatter: a pair's slot is its expert's running start plus its rank among this chunk's pairs
-    # of the same expert (an inclusive prefix sum of the one-hot matrix).
-    running = starts
-    for start in range(0, num_pairs, CHUNK):
-        offs = start + tl.arange(0, CHUNK)
-        mask = offs < num_pairs
-        e = tl.load(topk_ids_ptr + offs, mask=mask, other=-1).to(tl.int32)
-        if HAS_MAP:
-            e = tl.load(expert_map_ptr + e, mask=mask & (e >= 0), other=-1).to(tl.int32)
-        onehot = (e[:, None] == experts[None, :]).to(tl.int32)
-        rank = tl.cumsum(onehot, axis=0)
-        pos = tl.sum(onehot * (running[None, :] + rank - 1), axis=1)
-        tl.store(sorted_ids_ptr + pos, offs, mask=mask & (e >= 0))
-        running += tl.sum(onehot, axis=0)
+
+@triton.jit
+def _align_small_kernel(
+    topk_ids_ptr, expert_map_ptr, sorted_ids_ptr, block_expert_ptr, num_padded_ptr, cursor_ptr,
+    num_pairs, num_experts,
+    HAS_MAP: tl.constexpr, BLOCK_M: tl.constexpr, NUM_BINS: tl.constexpr, CHUNK: tl.constexpr,
+):
+    """All of it in one program, for P <= CHUNK."""
+    offs = tl.arange(0, CHUNK)
+    e = _local_experts(topk_ids_ptr, expert_map_ptr, offs, num_pairs, HAS_MAP)
+    valid = e >= 0
+    counts = tl.histogram(tl.where(valid, e, NUM_BINS - 1), NUM_BINS)
+    starts = _layout(counts, sorted_ids_ptr, block_expert_ptr, num_padded_ptr, num_pairs, num_experts,
+                     BLOCK_M, NUM_BINS)
+    tl.store(cursor_ptr + tl.arange(0, NUM_BINS), starts)
+    tl.debug_barrier()
+    pos = tl.atomic_add(cursor_ptr + e, 1, mask=valid)
+    tl.store(sorted_ids_ptr + pos, offs, mask=valid)
+
+
+@triton.jit
+def _count_kernel(topk_ids_ptr, expert_map_ptr, partial_ptr, num_pairs,
+                  HAS_MAP: tl.constexpr, NUM_BINS: tl.constexpr, CHUNK: tl.constexpr):
+    """partial[c, e]: pairs of chunk c on local expert e."""
+    c = tl.program_id(0)
+    offs = c * CHUNK + tl.arange(0, CHUNK)
+    e = _local_experts(topk_ids_ptr, expert_map_ptr, offs, num_pairs, HAS_MAP)
+    counts = tl.histogram(tl.where(e >= 0, e, NUM_BINS - 1), NUM_BINS)
+    tl.store(partial_ptr + c * NUM_BINS + tl.arange(0, NUM_BINS), counts)
+
+
+@triton.jit
+def _scan_kernel(partial_ptr, sorted_ids_ptr, block_expert_ptr, num_padded_ptr, cursor_ptr,
+                 num_pairs, num_experts, num_chunks,
+                 BLOCK_M: tl.constexpr, NUM_BINS: tl.constexpr):
+    """Totals, layout, and each chunk's first slot per expert (cursor[c, e])."""
+    experts = tl.arange(0, NUM_BINS)
+    counts = tl.zeros((NUM_BINS,), dtype=tl.int32)
+    for c in range(num_chunks):
+        counts += tl.load(partial_ptr + c * NUM_BINS + experts)
+    running = _layout(counts, sorted_ids_ptr, block_expert_ptr, num_padded_ptr, num_pairs, num_experts,
+                      BLOCK_M, NUM_BINS)
+    for c in range(num_chunks):
+        tl.store(cursor_ptr + c * NUM_BINS + experts, running)
+        running += tl.load(partial_ptr + c * NUM_BINS + experts)
+
+
+@triton.jit
+def _scatter_kernel(topk_ids_ptr, expert_map_ptr, sorted_ids_ptr, cursor_ptr, num_pairs,
+                    HAS_MAP: tl.constexpr, NUM_BINS: tl.constexpr, CHUNK: tl.constexpr):
+    c = tl.program_id(0)
+    offs = c * CHUNK + tl.arange(0, CHUNK)
+    e = _local_experts(topk_ids_ptr, expert_map_ptr, offs, num_pairs, HAS_MAP)
+    valid = e >= 0
+    pos = tl.atomic_add(cursor_ptr + c * NUM_BINS + e, 1, mask=valid)
+    tl.store(sorted_ids_ptr + pos, offs, mask=valid)
 
 
 def max_blocks_for(num_pairs: int, num_experts: int, block_m: int) -> int:
@@ -121,14 +162,22 @@ def moe_align(topk_ids: torch.Tensor, num_experts: int, block_m: int, *,
     sorted_ids = torch.empty(max_blocks * block_m, dtype=torch.int32, device=device)
     block_expert = torch.empty(max_blocks, dtype=torch.int32, device=device)
     num_padded = torch.empty(1, dtype=torch.int32, device=device)
-    e_pow2 = triton.next_power_of_2(num_experts)
-    # Keep the [CHUNK, E] one-hot matrix near 16K elements.
-    chunk = max(16, min(triton.next_power_of_2(max(num_pairs, 1)), 16384 // e_pow2))
-    _align_kernel[(1,)](
-        ids, expert_map if expert_map is not None else ids, sorted_ids, block_expert, num_padded,
-        num_pairs, num_experts, max_blocks,
-        HAS_MAP=expert_map is not None, BLOCK_M=block_m, E_POW2=e_pow2, CHUNK=chunk,
-        BLOCK_CHUNK=max(16, min(triton.next_power_of_2(max_blocks), 16384 // e_pow2)),
-        num_warps=8 if e_pow2 * chunk >= 8192 else 4,
-    )
+    bins = triton.next_power_of_2(num_experts + 1)  # one spare bin for pairs that go nowhere
+    emap = expert_map if expert_map is not None else ids
+    has_map = expert_map is not None
+    if num_pairs <= CHUNK:
+        chunk = max(16, triton.next_power_of_2(num_pairs))
+        cursor = torch.empty(bins, dtype=torch.int32, device=device)
+        _align_small_kernel[(1,)](ids, emap, sorted_ids, block_expert, num_padded, cursor, num_pairs, num_experts,
+                                  HAS_MAP=has_map, BLOCK_M=block_m, NUM_BINS=bins, CHUNK=chunk, num_warps=4)
+    else:
+        chunks = triton.cdiv(num_pairs, CHUNK)
+        partial = torch.empty((chunks, bins), dtype=torch.int32, device=device)
+        cursor = torch.empty((chunks, bins), dtype=torch.int32, device=device)
+        _count_kernel[(chunks,)](ids, emap, partial, num_pairs, HAS_MAP=has_map, NUM_BINS=bins, CHUNK=CHUNK,
+                                 num_warps=4)
+        _scan_kernel[(1,)](partial, sorted_ids, block_expert, num_padded, cursor, num_pairs, num_experts, chunks,
+                           BLOCK_M=block_m, NUM_BINS=bins, num_warps=4)
+        _scatter_kernel[(chunks,)](ids, emap, sorted_ids, cursor, num_pairs, HAS_MAP=has_map, NUM_BINS=bins,
+                                   CHUNK=CHUNK, num_warps=4)
     return AlignedRouting(sorted_ids, block_expert, num_padded, block_m, num_pairs)

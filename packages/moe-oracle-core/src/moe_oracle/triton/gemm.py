@@ -116,7 +116,8 @@ def _dequant_group(b, s_ptrs, z_ptrs, k_mask, HAS_ZP: tl.constexpr, B_OFFSET: tl
     return w.to(dtype)
 
 
-@triton.jit
+# Token counts vary per call: not specializing on them lets one compiled kernel serve every T.
+@triton.jit(do_not_specialize=["num_pairs", "max_tokens"])
 def _moe_gemm_kernel(
     # Pointers to matrices and their side tensors
     a_ptr, b_ptr, c_ptr,

@@ -19,7 +19,7 @@ KERNEL_MODULES = ("moe_oracle.triton.align", "moe_oracle.triton.gemm", "moe_orac
 def _interpreted(module: str) -> bool:
     from triton.runtime.interpreter import InterpretedFunction
 
-    kernel = {"moe_oracle.triton.align": "_align_kernel", "moe_oracle.triton.gemm": "_moe_gemm_kernel",
+    kernel = {"moe_oracle.triton.align": "_align_small_kernel", "moe_oracle.triton.gemm": "_moe_gemm_kernel",
               "moe_oracle.triton.quant": "_quant_group_kernel"}[module]
     return isinstance(getattr(sys.modules[module], kernel), InterpretedFunction)
 
