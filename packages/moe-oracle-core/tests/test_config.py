@@ -51,6 +51,7 @@ def test_repr_round_trips() -> None:
     (dict(top_k=4, routing=RoutingConfig(num_expert_groups=8, topk_groups=2)), "routing.topk_groups",
      "2 groups of 1 experts cannot hold top_k=4"),
     (dict(parallel="tp=2"), "parallel", "expected ParallelConfig, got str"),
+    (dict(apply_router_weight_on_input=True), "apply_router_weight_on_input", "needs top_k == 1, got top_k=2"),
 ])
 def test_invalid_config(kw: dict[str, object], field: str, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(f"{field}: {message}")) as info:

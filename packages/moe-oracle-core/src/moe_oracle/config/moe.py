@@ -68,6 +68,12 @@ class MoEConfig:
         if self.top_k > self.num_experts:
             raise ConfigError("top_k", f"{self.top_k} exceeds num_experts={self.num_experts}")
         one_of("activation", self.activation, ACTIVATIONS)
+        if self.apply_router_weight_on_input and self.top_k != 1:
+            raise ConfigError(
+                "apply_router_weight_on_input",
+                f"needs top_k == 1, got top_k={self.top_k}: scaling a token's input by its router weight "
+                "equals scaling the expert's output only when the token has one expert (activations are "
+                "not linear); with several experts the token's single input row cannot carry K weights")
         set_("dtype", _as_dtype(self.dtype))
         gated = self.activation not in _UNGATED_ONLY if self.is_gated is None else self.is_gated
         if not isinstance(gated, bool):

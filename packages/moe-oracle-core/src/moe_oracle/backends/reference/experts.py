@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from moe_oracle.config.moe import MoEConfig
-from moe_oracle.errors import ConfigError, InputError, WeightError
+from moe_oracle.errors import InputError, WeightError
 from moe_oracle.kernel.canonical import expected_tensors, validate_canonical
 from moe_oracle.kernel.modular import ExpertsModular
 from moe_oracle.kernel.quant_config import QuantConfig, QuantDesc
@@ -54,20 +54,14 @@ _INDEX_DTYPES = (torch.int32, torch.int64)
 class ReferenceExperts(ExpertsModular):
     """Pure-torch float32 experts on canonical weights; slow, simple, and the oracle of every test.
 
-    Raises ``ConfigError`` on construction for ``apply_router_weight_on_input`` with top_k > 1, and
-    ``WeightError`` when a tensor the scheme needs is missing or mis-shaped.
+    Raises ``WeightError`` when a tensor the scheme needs is missing or mis-shaped
+    (``MoEConfig`` already refuses ``apply_router_weight_on_input`` with top_k > 1).
     """
 
     activation_format: ClassVar[str] = "standard"
 
     def __init__(self, config: MoEConfig, quant_config: QuantConfig, weights: KernelWeights) -> None:
         super().__init__(config, quant_config, weights)
-        if config.apply_router_weight_on_input and config.top_k != 1:
-            raise ConfigError(
-                "apply_router_weight_on_input",
-                f"needs top_k == 1, got top_k={config.top_k}: scaling a token's input by its router weight "
-                "equals scaling the expert's output only when the token has one expert (activations are "
-                "not linear); with several experts the token's single input row cannot carry K weights")
         if weights.layout != "canonical":
             raise WeightError("weights", "the canonical layout (the reference converts nothing)",
                               f"layout {weights.layout!r}")
