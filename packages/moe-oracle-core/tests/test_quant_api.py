@@ -78,6 +78,15 @@ def test_dequantize_inverts_storage_and_activation_shapes(scheme: str) -> None:
         assert torch.equal(fx, x.float())
 
 
+@pytest.mark.parametrize("scheme", SCHEME_NAMES)
+def test_no_tokens_and_no_experts(scheme: str) -> None:
+    """Experts that receive no tokens quantize a [0, K] activation; an EP rank may hold no experts."""
+    scale = static_activation_scale(scheme, torch.ones(2, 64)) if scheme in STATIC else None
+    assert fake_quantize_activation(scheme, torch.zeros(0, 64), scale=scale).shape == (0, 64)
+    q = quantize_weights(scheme, torch.zeros(0, 4, 64))
+    assert dequantize_weights(scheme, q.data, q.scale, q.zero_point, q.global_scale).shape == (0, 4, 64)
+
+
 def test_unquantized_data_is_the_input() -> None:
     w = torch.randn(1, 2, 4, dtype=torch.bfloat16)
     q = quantize_weights("bf16", w)

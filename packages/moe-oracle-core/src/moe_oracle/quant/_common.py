@@ -63,6 +63,11 @@ def div_scalar(t: torch.Tensor, value: float) -> torch.Tensor:
     return t / torch.full((), value, dtype=t.dtype, device=t.device)
 
 
+def amax_all(x: torch.Tensor) -> torch.Tensor:
+    """0-D amax of ``|x|`` over every element; 0 for an empty tensor (no tokens), where torch raises."""
+    return x.abs().amax() if x.numel() else x.new_zeros(())
+
+
 def safe_scale(amax: torch.Tensor, qmax: float) -> torch.Tensor:
     """``amax / qmax`` in float32, with 1.0 where that is zero (all-zero groups stay finite)."""
     scale = div_scalar(amax.float(), qmax)
@@ -75,12 +80,12 @@ def split_groups(x: torch.Tensor, g: int) -> torch.Tensor:
     pad = cdiv(k, g) * g - k
     if pad:
         x = F.pad(x, (0, pad))
-    return x.reshape(*x.shape[:-1], -1, g)
+    return x.reshape(*x.shape[:-1], (k + pad) // g, g)  # sizes spelled out: valid for 0 rows too
 
 
 def merge_groups(xg: torch.Tensor, k: int) -> torch.Tensor:
     """``[..., ceil(K/g), g]`` -> ``[..., K]``, dropping the padding."""
-    return xg.reshape(*xg.shape[:-2], -1)[..., :k]
+    return xg.reshape(*xg.shape[:-2], xg.shape[-2] * xg.shape[-1])[..., :k]
 
 
 def mul_groups(x: torch.Tensor, s: torch.Tensor, g: int) -> torch.Tensor:
@@ -110,7 +115,7 @@ def expand_blocks(s: torch.Tensor, bn: int, bk: int, n: int, k: int) -> torch.Te
 
 def pack_nibbles(codes: torch.Tensor) -> torch.Tensor:
     """4-bit codes ``[..., K]`` uint8 (values 0..15, K even) -> ``[..., K/2]`` uint8, even index low."""
-    pairs = codes.to(torch.uint8).reshape(*codes.shape[:-1], -1, 2)
+    pairs = codes.to(torch.uint8).reshape(*codes.shape[:-1], codes.shape[-1] // 2, 2)
     return pairs[..., 0] | (pairs[..., 1] << 4)
 
 
@@ -124,10 +129,10 @@ def lookup_nibbles(packed: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     byte = torch.arange(256, dtype=torch.int32, device=packed.device)
     pairs = torch.stack((table[byte & 0x0F], table[byte >> 4]), dim=-1)  # [256, 2]
     values = pairs.index_select(0, packed.reshape(-1).to(torch.int32))
-    return values.reshape(*packed.shape[:-1], -1)
+    return values.reshape(*packed.shape[:-1], 2 * packed.shape[-1])
 
 
 def unpack_nibbles(packed: torch.Tensor) -> torch.Tensor:
     """``[..., K/2]`` uint8 -> 4-bit codes ``[..., K]`` uint8, low nibble first."""
     codes = torch.stack((packed & 0x0F, packed >> 4), dim=-1)
-    return codes.reshape(*packed.shape[:-1], -1)
+    return codes.reshape(*packed.shape[:-1], 2 * packed.shape[-1])

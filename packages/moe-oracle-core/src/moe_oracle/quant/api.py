@@ -18,7 +18,7 @@ import torch
 
 from moe_oracle.config.quant import QuantKey, QuantScheme
 from moe_oracle.quant import fp8, int8, intn, mx, nvfp4
-from moe_oracle.quant._common import cdiv, check_even, check_float, check_tensor, dtype_name, safe_scale
+from moe_oracle.quant._common import amax_all, cdiv, check_even, check_float, check_tensor, dtype_name, safe_scale
 
 Scheme = QuantScheme | str
 
@@ -321,7 +321,7 @@ def static_activation_scale(scheme: Scheme, x: torch.Tensor) -> torch.Tensor:
     check_float("x", x, what=" [M, K]")
     key = s.activation
     if key is not None and _activation_format(key) == "fp8_tensor_static":
-        return safe_scale(x.float().abs().amax(), fp8.FP8_E4M3_MAX)
+        return safe_scale(amax_all(x.float()), fp8.FP8_E4M3_MAX)
     if key is not None and _activation_format(key) == "nvfp4":
-        return nvfp4.nvfp4_global_scale(x.float().abs().amax())
+        return nvfp4.nvfp4_global_scale(amax_all(x.float()))
     raise ValueError(f"scheme {s.name} takes no static activation scale (only fp8_tensor_static and nvfp4 do)")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from moe_oracle.quant._common import block_amax, div_groups, expand_blocks, mul_groups, safe_scale, split_groups
+from moe_oracle.quant._common import amax_all, block_amax, div_groups, expand_blocks, mul_groups, safe_scale, split_groups
 
 FP8_E4M3_MAX = 448.0
 BLOCK = (128, 128)
@@ -112,7 +112,7 @@ def quantize_fp8_static(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 def quantize_fp8_per_tensor_dynamic(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Activations ``[..., K]`` with one scale from their own amax -> (e4m3 ``[..., K]``, 0-D float32)."""
     x = x.float()
-    scale = safe_scale(x.abs().amax(), FP8_E4M3_MAX)
+    scale = safe_scale(amax_all(x), FP8_E4M3_MAX)
     return to_e4m3(x / scale), scale
 
 

@@ -38,8 +38,6 @@ from moe_oracle.quant._common import (
     split_groups,
 )
 
-INT_BITS = (4, 8)
-
 
 def _code_range(bits: int) -> int:
     """Largest unsigned code: 15 for int4, 255 for int8."""
