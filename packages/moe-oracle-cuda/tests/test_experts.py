@@ -359,3 +359,22 @@ def test_fake_signatures_match_the_installed_flashinfer(fake_tables: Any) -> Non
     for enum_name, members in enums.items():
         for member, value in members.items():
             assert int(getattr(getattr(fm, enum_name), member)) == value, (enum_name, member)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.scheme in ("fp8_tensor_static", "nvfp4", "mxfp4")],
+                         ids=[c.id for c in CASES if c.scheme in ("fp8_tensor_static", "nvfp4", "mxfp4")])
+def test_quant_config_of_converted_weights_field_by_field(fake_flashinfer: Any, case: Case) -> None:
+    r = run(fake_flashinfer, case)
+    qc, t, scheme = r.layer.kernel.experts.quant_config, r.t, r.config.scheme  # type: ignore[union-attr]
+    assert qc.scheme == scheme
+    for desc, name in ((qc.w13, "w13"), (qc.w2, "w2")):
+        assert desc.key == scheme.weight
+        assert desc.scale is t[f"{name}_scale"]
+        assert desc.zero_point is None
+        assert desc.global_scale is t.get(f"{name}_global_scale")
+        assert desc.bias is t.get(f"{name}_bias")
+    for desc, name in ((qc.a13, "a13_scale"), (qc.a2, "a2_scale")):
+        assert desc.key == scheme.activation
+        assert desc.scale is t.get(name)
+        assert desc.zero_point is None and desc.global_scale is None and desc.bias is None
+    assert (qc.swiglu_alpha, qc.swiglu_limit) == (r.config.swiglu_alpha, r.config.swiglu_limit)
