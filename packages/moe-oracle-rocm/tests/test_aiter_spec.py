@@ -39,6 +39,12 @@ def test_other_vendors_and_missing_library() -> None:
     assert _reason(_config(), Platform.simulate("rocm", arch="gfx942")) == "aiter not installed (pip install amd-aiter)"
 
 
+def test_aiter_version() -> None:
+    assert _reason(_config(), Platform.parse("rocm:gfx942,aiter=0.1.6")) == (
+        "needs aiter >= 0.1.7 (fused_moe with hidden_pad, intermediate_pad, bias1, bias2), have 0.1.6")
+    assert AITER_SPEC.supports(_config(), Platform.parse("rocm:gfx942,aiter=0.1.7.post2.dev18")).ok
+
+
 @pytest.mark.parametrize("value", ["0", "false", "off", "no", "OFF"])
 def test_env_switch_disables_and_says_so(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv("MOE_ORACLE_ROCM_AITER", value)
@@ -112,8 +118,8 @@ def test_shapes() -> None:
 
 def test_router_weight_on_input() -> None:
     assert AITER_SPEC.supports(_config(top_k=1, apply_router_weight_on_input=True), GFX942).ok
-    assert _reason(_config(apply_router_weight_on_input=True), GFX942) == (
-        "applies the router weight on the input only with top_k 1 and not for fp8_block, have top_k 2 and scheme bf16")
+    assert _reason(_config(quant="fp8_block", top_k=1, apply_router_weight_on_input=True), GFX942) == (
+        "applies the router weight on the input (doweight_stage1) for every scheme but fp8_block")
 
 
 def test_batched_format_is_not_served() -> None:

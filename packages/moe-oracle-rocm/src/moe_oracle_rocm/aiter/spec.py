@@ -1,10 +1,10 @@
 """The ``aiter`` spec: when AMD AITER's fused MoE can serve a layer, and why not otherwise.
 
 Checks run in this order after the spec's own (vendor rocm, standard format, scheme, activation,
-``aiter`` installed): the ``MOE_ORACLE_ROCM_AITER`` switch, the arch (gfx942 / gfx950), the
+``aiter`` installed): its version (>= 0.1.7), the ``MOE_ORACLE_ROCM_AITER`` switch, the arch (gfx942 / gfx950), the
 compute dtype, per-scheme archs (mxfp4 on gfx950 only, w4a8_fp8 on gfx942 only), a gated
 activation, mxfp4 and swigluoai only together (with gpt-oss constants), biases only on the mxfp4
-path, shapes the weight shuffles can tile, and the router weight on the input only for top_k 1.
+path, shapes the weight shuffles can tile, and no router weight on the input for fp8_block.
 
 On the mxfp4 path AITER chooses the activation precision itself (bf16 below a token-count bound,
 fp8 or fp4 above it, depending on its version and the arch); neither mxfp4 nor mxfp4_a8 can be
@@ -16,6 +16,7 @@ those are refused.
 from __future__ import annotations
 
 import os
+import re
 from typing import TYPE_CHECKING
 
 from moe_oracle.config.moe import GPT_OSS_SWIGLU_ALPHA, GPT_OSS_SWIGLU_LIMIT, dtype_name
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from moe_oracle.platform import Platform
 
 AITER_RANK = 10
+MIN_VERSION = (0, 1, 7)  # the first aiter.fused_moe taking hidden_pad, intermediate_pad, bias1, bias2
 ENV_SWITCH = "MOE_ORACLE_ROCM_AITER"
 _OFF = ("0", "false", "off", "no")
 AITER_ARCHS = ("gfx942", "gfx950")
@@ -40,6 +42,20 @@ _SCHEME_ARCH = {
     "mxfp4_a8": ("gfx950", "AITER's MXFP4 MoE kernels are built for gfx950 (CDNA4) only"),
     "w4a8_fp8": ("gfx942", "AITER ships its int4 x fp8 MoE kernels (fmoe_int4fp8) for gfx942 only"),
 }
+
+
+def release(version: str) -> tuple[int, ...]:
+    """``"0.1.7.post2.dev18"`` -> ``(0, 1, 7, 2, 18)``'s leading numbers ``(0, 1, 7)``."""
+    match = re.match(r"\s*v?(\d+(?:\.\d+)*)", version)
+    return tuple(int(p) for p in match.group(1).split(".")) if match else ()
+
+
+def _version(config: MoEConfig, platform: Platform) -> Support:
+    have = platform.libraries.get("aiter", "")
+    if release(have) >= MIN_VERSION:
+        return Support.yes()
+    return Support.no(f"needs aiter >= {'.'.join(map(str, MIN_VERSION))} (fused_moe with hidden_pad, "
+                      f"intermediate_pad, bias1, bias2), have {have or 'none'}")
 
 
 def aiter_enabled() -> bool:
@@ -85,16 +101,8 @@ def _shapes(config: MoEConfig, platform: Platform) -> Support:
     return Support.yes()
 
 
-def _router_weight_on_input(config: MoEConfig, platform: Platform) -> Support:
-    if not config.apply_router_weight_on_input:
-        return Support.yes()
-    if config.top_k != 1 or config.scheme.base_name == "fp8_block":
-        return Support.no(f"applies the router weight on the input only with top_k 1 and not for fp8_block, "
-                          f"have top_k {config.top_k} and scheme {config.scheme.base_name}")
-    return Support.yes()
-
-
 CHECKS = (
+    Check(f"aiter >= {'.'.join(map(str, MIN_VERSION))}", _version),
     check(f"{ENV_SWITCH} not 0", lambda c, p: aiter_enabled(),
           lambda c, p: f"disabled by {ENV_SWITCH}={os.environ.get(ENV_SWITCH)} (unset it or set 1 to enable)"),
     check(f"arch {'/'.join(AITER_ARCHS)}", lambda c, p: p.arch in AITER_ARCHS,
@@ -110,7 +118,9 @@ CHECKS = (
           lambda c, p: f"takes biases only on the mxfp4 path (bias1/bias2 of AITER's a16w4 kernels), "
                        f"scheme is {c.scheme.base_name}"),
     Check("H, I multiples of 32 (128 for fp8_block)", _shapes),
-    Check("router weight on input: top_k 1, not fp8_block", _router_weight_on_input),
+    check("router weight on the output for fp8_block",
+          lambda c, p: not (c.apply_router_weight_on_input and c.scheme.base_name == "fp8_block"),
+          "applies the router weight on the input (doweight_stage1) for every scheme but fp8_block"),
 )
 
 AITER_SPEC = BackendSpec(
