@@ -111,7 +111,7 @@ CHECKS = (
     check("dtype bf16/fp16", lambda c, p: dtype_name(c.dtype) in ("bf16", "fp16"),
           lambda c, p: f"computes in bf16/fp16, config dtype is {dtype_name(c.dtype)}"),
     Check("mxfp4 on gfx950, w4a8_fp8 on gfx942", _scheme_arch),
-    check("a gated activation", lambda c, p: c.is_gated,
+    check("a gated activation", lambda c, p: bool(c.is_gated),
           lambda c, p: f"needs a gated activation (AITER fuses act(gate) * up), {c.activation} is not gated here"),
     Check("mxfp4 with swigluoai (gpt-oss constants) only, swigluoai with mxfp4 only", _activation_path),
     check("biases only with mxfp4", lambda c, p: not c.has_bias or c.scheme.base_name in MXFP4_SCHEMES,

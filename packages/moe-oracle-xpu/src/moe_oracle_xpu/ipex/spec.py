@@ -66,7 +66,7 @@ CHECKS = (
     Check("torch major.minor equal to IPEX's (2.8)", _torch_matches),
     check("dtype bf16/fp16", lambda c, p: dtype_name(c.dtype) in ("bf16", "fp16"),
           lambda c, p: f"computes in bf16/fp16, config dtype is {dtype_name(c.dtype)}"),
-    check("gated silu, no bias, no clamp", lambda c, p: c.is_gated and not c.has_bias and c.swiglu_limit is None,
+    check("gated silu, no bias, no clamp", lambda c, p: bool(c.is_gated) and not c.has_bias and c.swiglu_limit is None,
           lambda c, p: "runs gated silu without biases or clamping only, config has "
                        f"is_gated={c.is_gated} has_bias={c.has_bias} swiglu_limit={c.swiglu_limit}"),
     Check("IPEX's own routing", _routing),
