@@ -86,7 +86,7 @@ def measure_matmul(dtype: str, size: int = 8192) -> float:
         a8, b8 = a.to(torch.float8_e4m3fn), b.to(torch.float8_e4m3fn).t()  # B column-major
         one = torch.ones((), device="cuda")
         fn = lambda: torch._scaled_mm(a8, b8, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
-    ms = triton.testing.do_bench(fn, warmup=100, rep=500, return_mode="median")
+    ms = triton.testing.do_bench(fn, warmup=500, rep=1000, return_mode="median")
     return 2 * size**3 / (ms * 1e-3)
 
 

@@ -154,7 +154,8 @@ def default_configs(config: MoEConfig, num_tokens: int, *, sm_count: int = 132) 
     h, i = config.hidden_size, config.intermediate_size_per_partition
     quant = config.scheme.weight
     fp8_block = quant is not None and quant.granularity.kind == "block"
-    wide_k = 256 if quant is not None and config.scheme.weight_bits == 8 and not fp8_block else 128
+    # 8-bit weights with one scale per channel or tensor stream best with 256-wide K steps.
+    wide_k = 256 if quant is not None and quant.granularity.kind in ("tensor", "channel") else 128
     if per_expert <= 16:
         bm, bn13, bn2, bk, warps, stages = 16, 64, 64, wide_k, 4, 4
     elif per_expert <= 32:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from moe_oracle.kernel.quant_config import QuantConfig
     from moe_oracle.kernel.weights import KernelWeights
     from moe_oracle.triton.align import AlignedRouting
-    from moe_oracle.triton.configs import LayerConfigs
+    from moe_oracle.triton.configs import LayerConfigs, TritonConfig
 
 
 @dataclass(frozen=True)
@@ -90,16 +90,26 @@ class _TritonBase(ExpertsModular):
 
     def configs_for(self, num_tokens: int, device: torch.device) -> LayerConfigs:
         """Launch configs for ``num_tokens`` (``configs_override`` wins: the tuner sets it)."""
-        from moe_oracle.triton.configs import TritonConfig, get_configs
+        from moe_oracle.triton.configs import get_configs
 
         if self.configs_override is not None:
-            return self.configs_override
-        name, sms = _device_info(device)
-        cfg = get_configs(self.config, num_tokens, name, sm_count=sms)
-        if self.plan.fuse_group_quant and cfg.w13.block_n % self.plan.group:
-            fixed = TritonConfig(**{**cfg.w13.to_dict(), "block_n": self.plan.group})
-            cfg = type(cfg)(fixed, cfg.w2)
-        return cfg
+            cfg = self.configs_override
+        else:
+            name, sms = _device_info(device)
+            cfg = get_configs(self.config, num_tokens, name, sm_count=sms)
+        return type(cfg)(*(self._fit(c, gemm) for c, gemm in ((cfg.w13, "w13"), (cfg.w2, "w2"))))
+
+    def _fit(self, cfg: TritonConfig, gemm: str) -> TritonConfig:
+        """What the scheme requires of a tile: BLOCK_K within one weight group or block, and
+        (fused fp8 group quantization) a GEMM1 BLOCK_N of whole groups."""
+        from moe_oracle.triton import gemm as g
+
+        changes = {}
+        if self.plan.b_quant in (g.B_BLOCK, g.B_GROUP) and self.plan.group % cfg.block_k:
+            changes["block_k"] = min(cfg.block_k, self.plan.group)
+        if gemm == "w13" and self.plan.fuse_group_quant and cfg.block_n % self.plan.group:
+            changes["block_n"] = self.plan.group
+        return type(cfg)(**{**cfg.to_dict(), **changes}) if changes else cfg
 
     def _quantize(self, x: torch.Tensor, static: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Quantize GEMM input rows ``x`` [R, C] per the scheme: (values, scales)."""

@@ -32,7 +32,7 @@ A_NONE, A_TENSOR, A_TOKEN, A_GROUP = 0, 1, 2, 3
 B_NONE, B_TENSOR, B_CHANNEL, B_BLOCK, B_GROUP = 0, 1, 2, 3, 4
 # Output quantization codes (constexpr): none, fp8 per token group (dynamic), fp8 static per tensor.
 OUT_NONE, OUT_FP8_GROUP, OUT_FP8_STATIC = 0, 1, 2
-FP8_MAX = 448.0
+FP8_MAX = tl.constexpr(448.0)
 
 
 @triton.jit
@@ -96,21 +96,14 @@ def _load_b(b_ptrs, k_mask, B_INT4: tl.constexpr, EVEN_K: tl.constexpr, shift):
 
 
 @triton.jit
-def _dequant_group(b, s_ptrs, z_ptrs, k_mask, HAS_ZP: tl.constexpr, B_OFFSET: tl.constexpr,
-                   EVEN_K: tl.constexpr, dtype: tl.constexpr):
-    """Grouped weight-only dequantization of a [BLOCK_K, BLOCK_N] tile to ``dtype``:
-    ``(b + B_OFFSET - zero_point) * scale`` (no zero point: ``(b + B_OFFSET) * scale``), as ``quant/intn.py``
-    stores int4 codes (offset -8 when symmetric) and int8 values (offset 128 with zero points)."""
-    if EVEN_K:  # noqa: SIM108
-        s = tl.load(s_ptrs)
-    else:
-        s = tl.load(s_ptrs, mask=k_mask[:, None], other=0.0)
-    if HAS_ZP:
-        if EVEN_K:  # noqa: SIM108
-            z = tl.load(z_ptrs).to(tl.float32)
-        else:
-            z = tl.load(z_ptrs, mask=k_mask[:, None], other=0).to(tl.float32)
-        w = (b.to(tl.float32) + B_OFFSET - z) * s
+def _dequant_group(b, s_ptrs, z_ptrs, HAS_ZP: tl.constexpr, B_OFFSET: tl.constexpr, dtype: tl.constexpr):
+    """Grouped weight-only dequantization of a [BLOCK_K, BLOCK_N] tile inside one group along K
+    (``s_ptrs``/``z_ptrs`` [1, BLOCK_N]): ``(b + B_OFFSET - zero_point) * scale`` (no zero point:
+    ``(b + B_OFFSET) * scale``), as ``quant/intn.py`` stores int4 codes (offset -8 when symmetric)
+    and int8 values (offset 128 with zero points)."""
+    s = tl.load(s_ptrs)
+    if HAS_ZP:  # noqa: SIM108  (constexpr branch)
+        w = (b.to(tl.float32) + B_OFFSET - tl.load(z_ptrs).to(tl.float32)) * s
     else:
         w = (b.to(tl.float32) + B_OFFSET) * s
     return w.to(dtype)
@@ -212,10 +205,10 @@ def _moe_gemm_kernel(
             a = tl.load(a_ptrs, mask=row_mask[:, None] & k_mask[None, :], other=0.0)
         b = _load_b(b_ptrs, k_mask, B_INT4, EVEN_K, shift)
         if B_QUANT == 4:
-            gk = ((k0 + offs_k) // GROUP_K)[:, None]
-            s_ptrs = s_base + gk * stride_bsk
-            z_ptrs = z_base + gk * stride_bzk
-            b = _dequant_group(b, s_ptrs, z_ptrs, k_mask, HAS_ZP, B_OFFSET, EVEN_K, a.dtype)
+            # BLOCK_K divides GROUP_K: one scale (and zero point) per column in this tile
+            s_ptrs = s_base + (k0 // GROUP_K) * stride_bsk
+            z_ptrs = z_base + (k0 // GROUP_K) * stride_bzk
+            b = _dequant_group(b, s_ptrs, z_ptrs, HAS_ZP, B_OFFSET, a.dtype)
         elif B_QUANT == 2 and A_QUANT == 0:  # int8 weights, unquantized activations
             b = b.to(a.dtype)
         if UPCAST:  # the interpreter multiplies bf16 bit patterns: compute in fp32 there
@@ -230,8 +223,7 @@ def _moe_gemm_kernel(
         if GATED:
             bu = _load_b(bu_ptrs, k_mask, B_INT4, EVEN_K, shift)
             if B_QUANT == 4:
-                bu = _dequant_group(bu, s_ptrs + N * stride_bsn, z_ptrs + N * stride_bzn, k_mask, HAS_ZP,
-                                    B_OFFSET, EVEN_K, a.dtype)
+                bu = _dequant_group(bu, s_ptrs + N * stride_bsn, z_ptrs + N * stride_bzn, HAS_ZP, B_OFFSET, a.dtype)
             elif B_QUANT == 2 and A_QUANT == 0:
                 bu = bu.to(a.dtype)
             if UPCAST:
@@ -408,8 +400,8 @@ def moe_gemm(
     k_per_split = triton.cdiv(triton.cdiv(kd, split), bk) * bk
     if out_quant == OUT_FP8_GROUP and bn % out_group:
         raise ValueError(f"config.block_n: the fused fp8 group quantization needs a multiple of {out_group}, got {bn}")
-    if b_quant == B_BLOCK and group_k % bk:
-        raise ValueError(f"config.block_k: block-scaled weights need a divisor of {group_k}, got {bk}")
+    if b_quant in (B_BLOCK, B_GROUP) and group_k % bk:
+        raise ValueError(f"config.block_k: block- and group-scaled weights need a divisor of {group_k}, got {bk}")
     dummy = c
     a_s = a_scale if a_scale is not None else dummy
     b_s = b_scale if b_scale is not None else dummy
