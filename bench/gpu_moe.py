@@ -151,7 +151,7 @@ def sets_for(tokens: int) -> int:
     return 8 if tokens <= 256 else 4 if tokens <= 1024 else 2
 
 
-def time_graph(experts, sets, *, rep_ms: int = 300) -> float:
+def time_graph(experts, sets, *, rep_ms: int = 300, warmup_ms: int = 50) -> float:
     """Median ms per forward of a CUDA graph running ``experts.apply`` once per input set."""
     for s in sets:  # compile and settle allocations outside the capture
         experts.apply(*s)
@@ -160,7 +160,7 @@ def time_graph(experts, sets, *, rep_ms: int = 300) -> float:
     with torch.cuda.graph(graph):
         for s in sets:
             experts.apply(*s)
-    ms = triton.testing.do_bench(graph.replay, warmup=50, rep=rep_ms, return_mode="median")
+    ms = triton.testing.do_bench(graph.replay, warmup=warmup_ms, rep=rep_ms, return_mode="median")
     del graph
     return ms / len(sets)
 

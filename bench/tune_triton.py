@@ -127,7 +127,7 @@ def tune(preset: str, quant: str, tokens: list[int], jobs: int, out: Path, rep_m
         def measure(layer: LayerConfigs, sets: list = sets) -> float:
             experts.configs_override = layer
             try:
-                return gpu_moe.time_graph(experts, sets, rep_ms=rep_ms)
+                return gpu_moe.time_graph(experts, sets, rep_ms=rep_ms, warmup_ms=15)
             except Exception:  # a candidate that does not launch
                 return float("inf")
 
