@@ -174,3 +174,25 @@ def test_reference_is_last_everywhere() -> None:
         for quant in ("bf16", "fp8_block", "mxfp4", "int4_w4a16"):
             report = moe_oracle.explain(MoEConfig.preset("tiny", quant=quant), platform)
             assert report.order[-1] == "reference"
+
+
+def test_environment_read_by_checks_joins_the_cache_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from moe_oracle.support import check
+
+    switch = check("switch on", lambda c, p: os.environ.get("FAKE_SWITCH") != "0", "disabled by FAKE_SWITCH=0")
+    reg = Registry()
+    reg.register_all([
+        BackendSpec(name="switched", experts=EXPERTS, vendors=frozenset({"cuda"}), schemes=frozenset({"bf16"}),
+                    rank=1, checks=(switch,), environment=("FAKE_SWITCH",)),
+        BackendSpec(name="portable", experts=EXPERTS, vendors=frozenset({"cuda"}), schemes=frozenset({"bf16"})),
+    ], source="p")
+    oracle = UnquantizedOracle(reg)
+    assert reg.environment_variables() == ("FAKE_SWITCH",)
+    assert oracle.select_backend(CONFIG, HOPPER).backend == "switched"
+    monkeypatch.setenv("FAKE_SWITCH", "0")
+    report = oracle.explain(CONFIG, HOPPER)
+    assert report.chosen == "portable" and report.candidate("switched").reason == "disabled by FAKE_SWITCH=0"
+    monkeypatch.delenv("FAKE_SWITCH")
+    assert oracle.select_backend(CONFIG, HOPPER).backend == "switched"

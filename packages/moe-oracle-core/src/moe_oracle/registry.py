@@ -46,6 +46,7 @@ class Registry:
         self._hints: list[PriorityHint] = []
         self.failures: list[PluginFailure] = []
         self.generation = next(_generations)
+        self._env: tuple[int, tuple[str, ...]] = (0, ())
 
     def __repr__(self) -> str:
         return f"<Registry backends={list(self._specs)} failures={len(self.failures)}>"
@@ -112,6 +113,12 @@ class Registry:
 
     def hints(self) -> list[PriorityHint]:
         return list(self._hints)
+
+    def environment_variables(self) -> tuple[str, ...]:
+        """Every variable some spec's checks read, sorted; cached per generation."""
+        if self._env[0] != self.generation:
+            self._env = (self.generation, tuple(sorted({v for s in self._specs.values() for v in s.environment})))
+        return self._env[1]
 
 
 _lock = threading.Lock()

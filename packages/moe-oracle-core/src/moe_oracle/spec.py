@@ -76,7 +76,9 @@ class PriorityHint:
 @dataclass(frozen=True, kw_only=True)
 class BackendSpec:
     """One registered backend. ``supports(config, platform)`` runs its checks in a fixed order:
-    vendor, activation format, scheme, activation, vendor libraries, then ``checks``."""
+    vendor, activation format, scheme, activation, vendor libraries, then ``checks``.
+    ``environment`` names the variables those checks read: their values join the selection cache
+    key, so flipping one mid-process is never answered from the cache."""
 
     name: str
     experts: str
@@ -89,6 +91,7 @@ class BackendSpec:
     checks: tuple[Check, ...] = ()
     libraries: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     converter: str | None = None
+    environment: tuple[str, ...] = ()
     distribution: str = ""
     description: str = ""
 
@@ -97,6 +100,7 @@ class BackendSpec:
             object.__setattr__(self, name, frozenset(getattr(self, name)))
         object.__setattr__(self, "hints", tuple(self.hints))
         object.__setattr__(self, "checks", tuple(self.checks))
+        object.__setattr__(self, "environment", tuple(self.environment))
         object.__setattr__(self, "libraries", MappingProxyType(dict(self.libraries)))
         self.validate()
 

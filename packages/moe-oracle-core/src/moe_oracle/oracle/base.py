@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, ClassVar
 
@@ -122,7 +123,7 @@ class MoEKernelOracle:
             platform = default_platform(reg)
         overrides = resolve_overrides(backend=backend, exclude=_freeze(exclude), prefer=_freeze(prefer),
                                       known=reg.names())
-        key = (config, platform, overrides, reg.generation)
+        key = (config, platform, overrides, reg.generation, _environment(reg))
         hit = self._cache.get(key)
         if hit is None:
             hit = self._build(config, platform, overrides, reg)
@@ -211,6 +212,12 @@ class MoEKernelOracle:
             prepare_finalize = LocalPrepareFinalize()
         experts = spec.load_experts()(weights.config, quant_config, weights)
         return FusedMoEKernel(prepare_finalize, experts)
+
+
+def _environment(reg: Registry) -> tuple[str | None, ...]:
+    """Values of the environment variables that specs' checks read (``BackendSpec.environment``),
+    so that changing one between two selections is never answered from the cache."""
+    return tuple(os.environ.get(name) for name in reg.environment_variables())
 
 
 def default_platform(reg: Registry) -> Platform:

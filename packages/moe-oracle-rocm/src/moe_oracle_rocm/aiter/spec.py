@@ -132,6 +132,7 @@ AITER_SPEC = BackendSpec(
     activations=frozenset({"silu", "gelu", "swigluoai"}),
     libraries={"aiter": "amd-aiter"},
     checks=CHECKS,
+    environment=(ENV_SWITCH,),
     rank=AITER_RANK,
     description="AMD AITER fused MoE (aiter.fused_moe): bf16, fp8, w4a8, mxfp4 on gfx942/gfx950",
 )
