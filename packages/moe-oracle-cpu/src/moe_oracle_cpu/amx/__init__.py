@@ -1,0 +1,1 @@
+"""``cpu_amx``: an SGLang-style AMX fused-experts kernel (``fused_experts_cpu``) on VNNI-packed weights."""

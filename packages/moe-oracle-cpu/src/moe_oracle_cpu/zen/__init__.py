@@ -1,0 +1,1 @@
+"""``cpu_zentorch``: AMD zentorch's ``zentorch_fused_moe`` on AMD EPYC (Zen) CPUs."""

@@ -1,0 +1,83 @@
+"""``cpu_zentorch`` experts: one call of AMD zentorch's ``zentorch_fused_moe``.
+
+The op groups tokens by expert, runs both GEMMs on its own prepacked copies of the weights (made
+and cached on first use), applies the activation and writes the weighted top-k sum into a
+preallocated ``[T, H]`` output, on torch's OpenMP threads. Three things it does not do, handled here:
+
+- an expert map: pairs whose expert is on another rank get weight 0 and a local id, adding nothing;
+- the router weight on the input: the input rows are scaled here and the op gets weights of 1;
+- fewer than two distinct experts in a call (it raises "requires at least 2 active experts", e.g.
+  top_k == 1 at one token): a zero-weight slot for a second expert is appended, costing that
+  expert's GEMMs only in this case.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from moe_oracle.config.moe import MoEConfig
+from moe_oracle.errors import ConfigError, WeightError
+from moe_oracle.kernel.modular import ExpertsModular
+from moe_oracle.kernel.quant_config import QuantConfig
+from moe_oracle.kernel.weights import KernelWeights
+from moe_oracle_cpu._inputs import check_inputs
+from moe_oracle_cpu.zen.converter import BACKEND
+
+
+class ZentorchExperts(ExpertsModular):
+    """``torch.ops.zentorch.zentorch_fused_moe`` on weights from ``zen.converter.convert``.
+
+    Raises ``ConfigError`` if zentorch cannot be imported, ``WeightError`` for weights converted
+    for another backend.
+    """
+
+    activation_format: ClassVar[str] = "standard"
+
+    def __init__(self, config: MoEConfig, quant_config: QuantConfig, weights: KernelWeights) -> None:
+        super().__init__(config, quant_config, weights)
+        if weights.backend != BACKEND:
+            raise WeightError("weights", f"weights converted for {BACKEND!r}", f"backend {weights.backend!r}")
+        if config.apply_router_weight_on_input and config.top_k != 1:
+            raise ConfigError("apply_router_weight_on_input",
+                              f"needs top_k == 1 (one router weight per input row), got top_k={config.top_k}")
+        try:
+            import zentorch  # noqa: F401  (registers torch.ops.zentorch)
+        except ImportError as exc:
+            raise ConfigError("backend", f"cpu_zentorch needs zentorch (pip install moe-oracle-cpu[zen]): {exc}") from exc
+        self.op = torch.ops.zentorch.zentorch_fused_moe
+        self.act = config.activation
+
+    def apply(self, hidden: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor, *,
+              expert_map: torch.Tensor | None = None,
+              expert_num_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """Return ``sum_k topk_weights[t, k] * expert_{topk_ids[t, k]}(hidden[t])``.
+
+        hidden ``[T, H]`` bf16/fp32; topk_weights ``[T, K]`` float32; topk_ids ``[T, K]`` int32/int64;
+        expert_map ``[E]`` global -> local id or -1. Returns ``[T, H]`` in ``hidden.dtype``, new.
+        """
+        config = self.config
+        check_inputs(config, hidden, topk_weights, topk_ids, expert_map, expert_num_tokens)
+        out = torch.empty_like(hidden)                                           # [T, H], written by the op
+        if hidden.shape[0] == 0:
+            return out
+        ids = topk_ids.long()                                                    # [T, K]
+        weights = topk_weights                                                   # [T, K]
+        if expert_map is not None:
+            local = expert_map.long()[ids]
+            weights = torch.where(local >= 0, weights, 0.0)
+            ids = local.clamp(min=0)
+        x = hidden
+        if config.apply_router_weight_on_input:
+            x = (hidden * topk_weights).to(hidden.dtype)                         # top_k == 1
+            weights = torch.ones_like(topk_weights)
+        if bool(ids.min() == ids.max()):                                         # one distinct expert
+            other = (ids[:, :1] + 1) % config.num_local_experts
+            ids = torch.cat([ids, other], dim=1)                                 # [T, K+1]
+            weights = torch.cat([weights, torch.zeros_like(weights[:, :1])], dim=1)
+        self.op(output=out, input=x.contiguous(), w13=self.weights.w13, w2=self.weights.w2,
+                w13_bias=self.weights.get("w13_bias"), w2_bias=self.weights.get("w2_bias"),
+                topk_weights=weights.float().contiguous(), topk_id=ids.to(torch.int32).contiguous(),
+                skip_weighted=False, act=self.act)
+        return out
