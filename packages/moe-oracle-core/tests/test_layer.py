@@ -168,7 +168,7 @@ def loaded() -> MoELayer:
     (lambda h, g: (h, g.long()), "router_logits", "expected dtype float32/bfloat16/float16, got dtype int64"),
     (lambda h, g: (h, g.index_fill(1, torch.tensor([3]), float("nan"))), "router_logits",
      "expected finite values, got NaN or inf (first at index [0, 3])"),
-    (lambda h, g: (h, g.tolist()), "router_logits", "expected a torch.Tensor, got list"),
+    (lambda h, g: (h, g.tolist()), "router_logits", "expected a tensor of shape [4, 8], got list"),
 ])
 def test_forward_checks_inputs(loaded: MoELayer, make, name: str, message: str) -> None:  # type: ignore[no-untyped-def]
     hidden, logits = random_inputs(TINY, 4, seed=0)

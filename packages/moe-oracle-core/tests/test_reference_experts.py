@@ -293,7 +293,7 @@ def call(experts: ReferenceExperts, **changes: object) -> None:
     (dict(expert_map=torch.full((8,), 8, dtype=torch.int32)),
      "expert_map: expected local ids, or -1 for another rank's expert in [-1, 8), got values in [8, 8]"),
     (dict(expert_num_tokens=torch.zeros(8, dtype=torch.int32)),
-     "expert_num_tokens: expected None (the reference takes the standard format), got a tensor"),
+     "expert_num_tokens: expected None (the reference experts take the standard format), got a tensor"),
 ])
 def test_bad_inputs(experts: ReferenceExperts, changes: dict[str, object], message: str) -> None:
     with pytest.raises(InputError, match=re.escape(message)):

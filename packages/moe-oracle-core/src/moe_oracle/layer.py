@@ -19,6 +19,7 @@ import torch
 from moe_oracle.config.moe import MoEConfig
 from moe_oracle.errors import InputError
 from moe_oracle.kernel.canonical import validate_canonical
+from moe_oracle.kernel.inputs import FLOAT_DTYPES, INDEX_DTYPES, check_tensor
 from moe_oracle.kernel.modular import FusedMoEKernel
 from moe_oracle.kernel.weights import CanonicalWeights, KernelWeights
 from moe_oracle.oracle.report import Selection
@@ -26,8 +27,6 @@ from moe_oracle.oracle.schemes import oracle_for
 from moe_oracle.platform import Platform
 
 _load_ids = itertools.count(1)
-_FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-_INDEX_DTYPES = (torch.int32, torch.int64)
 
 
 def _describe(t: torch.Tensor) -> str:
@@ -125,7 +124,7 @@ class MoELayer(torch.nn.Module):
         self._check_hidden(hidden_states)
         t = hidden_states.shape[0]
         e = self.config.num_experts
-        _check_tensor("router_logits", router_logits, (t, e), _FLOAT_DTYPES, hidden_states.device)
+        check_tensor("router_logits", router_logits, (t, e), FLOAT_DTYPES, hidden_states.device)
         if not _capturing() and router_logits.numel() and not torch.isfinite(router_logits).all():
             bad = (~torch.isfinite(router_logits)).nonzero()[0].tolist()
             raise InputError("router_logits", "finite values", f"NaN or inf (first at index {bad})")
@@ -149,8 +148,8 @@ class MoELayer(torch.nn.Module):
                              "a monolithic backend; call layer(hidden_states, router_logits)")
         self._check_hidden(hidden_states)
         t, k = hidden_states.shape[0], self.config.top_k
-        _check_tensor("topk_weights", topk_weights, (t, k), _FLOAT_DTYPES, hidden_states.device)
-        _check_tensor("topk_ids", topk_ids, (t, k), _INDEX_DTYPES, hidden_states.device)
+        check_tensor("topk_weights", topk_weights, (t, k), FLOAT_DTYPES, hidden_states.device)
+        check_tensor("topk_ids", topk_ids, (t, k), INDEX_DTYPES, hidden_states.device)
         if not _capturing() and topk_ids.numel():
             lo, hi = int(topk_ids.min()), int(topk_ids.max())
             if lo < 0 or hi >= self.config.num_experts:
@@ -175,16 +174,3 @@ class MoELayer(torch.nn.Module):
         if hidden_states.device != self.canonical.w13.device:
             raise InputError("hidden_states", f"device {self.canonical.w13.device} (where the weights are)",
                              f"device {hidden_states.device}")
-
-
-def _check_tensor(name: str, t: object, shape: tuple[int, ...], dtypes: tuple[torch.dtype, ...],
-                  device: torch.device) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise InputError(name, "a torch.Tensor", type(t).__name__)
-    if tuple(t.shape) != shape:
-        raise InputError(name, f"shape {list(shape)}", f"shape {list(t.shape)}")
-    if t.dtype not in dtypes:
-        raise InputError(name, f"dtype {'/'.join(str(d).removeprefix('torch.') for d in dtypes)}",
-                         f"dtype {str(t.dtype).removeprefix('torch.')}")
-    if t.device != device:
-        raise InputError(name, f"device {device} (where hidden_states is)", f"device {t.device}")

@@ -42,13 +42,12 @@ import torch
 import torch.nn.functional as F
 
 from moe_oracle.config.moe import MoEConfig
-from moe_oracle.errors import InputError, WeightError
+from moe_oracle.errors import WeightError
 from moe_oracle.kernel.canonical import expected_tensors, validate_canonical
+from moe_oracle.kernel.inputs import check_routed_inputs
 from moe_oracle.kernel.modular import ExpertsModular
 from moe_oracle.kernel.quant_config import QuantConfig, QuantDesc
 from moe_oracle.kernel.weights import CanonicalWeights, KernelWeights
-
-_INDEX_DTYPES = (torch.int32, torch.int64)
 
 
 class ReferenceExperts(ExpertsModular):
@@ -95,7 +94,8 @@ class ReferenceExperts(ExpertsModular):
         torch.Tensor
             ``[T, H]`` in ``hidden.dtype``, newly allocated.
         """
-        self._check_inputs(hidden, topk_weights, topk_ids, expert_map, expert_num_tokens)
+        check_routed_inputs(self.config, hidden, topk_weights, topk_ids, expert_map=expert_map,
+                            expert_num_tokens=expert_num_tokens, who="the reference experts")
         config, qc = self.config, self.quant_config
         t, k = topk_ids.shape
 
@@ -161,26 +161,6 @@ class ReferenceExperts(ExpertsModular):
         return dequantize_weights(scheme, data[e:e + 1], scale=one(desc.scale), zero_point=one(desc.zero_point),
                                   global_scale=one(desc.global_scale))[0]
 
-    def _check_inputs(self, hidden: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor,
-                      expert_map: torch.Tensor | None, expert_num_tokens: torch.Tensor | None) -> None:
-        config = self.config
-        if expert_num_tokens is not None:
-            raise InputError("expert_num_tokens", "None (the reference takes the standard format)", "a tensor")
-        _check_tensor("hidden", hidden, ("T", config.hidden_size), (config.dtype,))
-        t = hidden.shape[0]
-        _check_tensor("topk_weights", topk_weights, (t, config.top_k), (torch.float32,))
-        _check_tensor("topk_ids", topk_ids, (t, config.top_k), _INDEX_DTYPES)
-        e, e_local = config.num_experts, config.num_local_experts
-        if expert_map is not None:
-            _check_tensor("expert_map", expert_map, (e,), _INDEX_DTYPES)
-            _check_range("expert_map", expert_map, -1, e_local, "local ids, or -1 for another rank's expert")
-        _check_range("topk_ids", topk_ids, 0, e if expert_map is not None else e_local,
-                     "global expert ids" if expert_map is not None else "expert ids (no expert_map: all local)")
-        for name, tensor in (("topk_weights", topk_weights), ("topk_ids", topk_ids), ("expert_map", expert_map)):
-            if tensor is not None and tensor.device != hidden.device:
-                raise InputError(name, f"device {hidden.device} (where hidden is)", f"device {tensor.device}")
-
-
 def _activation(config: MoEConfig, h: torch.Tensor) -> torch.Tensor:
     """``[M, N]`` -> ``[M, I]``: the activation of ``config``, in float32 (see the module docstring)."""
     if not config.is_gated:
@@ -232,21 +212,3 @@ def _check_quant_config(config: MoEConfig, qc: QuantConfig) -> None:
                               f"{'' if config.has_bias else ' without has_bias'} has no such tensor)", "a tensor")
 
 
-def _check_tensor(name: str, t: object, shape: tuple[int | str, ...], dtypes: tuple[torch.dtype, ...]) -> None:
-    """``shape`` entries that are strings (``"T"``) match any size."""
-    want = "[" + ", ".join(map(str, shape)) + "]"
-    if not isinstance(t, torch.Tensor):
-        raise InputError(name, f"a tensor of shape {want}", type(t).__name__)
-    if t.dim() != len(shape) or any(isinstance(s, int) and s != d for s, d in zip(shape, t.shape, strict=True)):
-        raise InputError(name, f"shape {want}", f"shape {list(t.shape)}")
-    if t.dtype not in dtypes:
-        raise InputError(name, f"dtype {'/'.join(str(d).removeprefix('torch.') for d in dtypes)}",
-                         f"dtype {str(t.dtype).removeprefix('torch.')}")
-
-
-def _check_range(name: str, t: torch.Tensor, low: int, high: int, what: str) -> None:
-    if t.numel() == 0:
-        return
-    lo, hi = int(t.min()), int(t.max())
-    if lo < low or hi >= high:
-        raise InputError(name, f"{what} in [{low}, {high})", f"values in [{lo}, {hi}]")
