@@ -165,6 +165,26 @@ def time_graph(experts, sets, *, rep_ms: int = 300, warmup_ms: int = 50) -> floa
     return ms / len(sets)
 
 
+def profile_cell(experts, config, tokens: int, forwards: int = 8) -> list[tuple[str, float]]:
+    """Per-kernel device time (us, mean over ``forwards`` eager forwards on independent inputs), in
+    launch order: where a cell's time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    sets = input_sets(config, tokens, forwards, seed=7)
+    for s in sets:
+        experts.apply(*s)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for s in sets:
+            experts.apply(*s)
+        torch.cuda.synchronize()
+    kernels = sorted((e for e in prof.events() if e.device_type.name == "CUDA" and e.device_time > 0),
+                     key=lambda e: e.time_range.start)
+    per = len(kernels) // forwards
+    return [(kernels[j].name[:40], sum(kernels[f * per + j].device_time for f in range(forwards)) / forwards)
+            for j in range(per)]
+
+
 @dataclass
 class Cell:
     preset: str
@@ -235,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", nargs="*", type=int, default=list(TOKENS))
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--tag", default="", help="suffix of the result file names")
+    parser.add_argument("--profile", nargs="*", type=int, default=[],
+                        help="token counts whose per-kernel times are printed for each preset")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("needs a CUDA GPU", file=sys.stderr)
@@ -245,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"limits: {limits['read_bytes_per_s'] / 1e9:.0f} GB/s read, {limits['bf16_flops'] / 1e12:.0f} TFLOP/s bf16, "
           f"{limits['fp8_flops'] / 1e12:.0f} TFLOP/s fp8", flush=True)
     cells: list[Cell] = []
+    profiles: dict[str, list[tuple[str, float]]] = {}
     for preset, quant in CELLS:
         if (args.presets and preset not in args.presets) or (args.quant and quant not in args.quant):
             continue
@@ -256,13 +279,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{preset:14s} {quant:9s} M={tokens:5d} {cell.ms:8.4f} ms  {cell.x_floor:5.2f}x floor "
                   f"(target {cell.target_x})  vLLM {cell.vllm_ms}  {cell.tflops:6.0f} TFLOP/s  "
                   f"{cell.weight_gbps:6.0f} GB/s  {cell.configs}", flush=True)
+            if tokens in args.profile:
+                parts = profile_cell(experts, config, tokens)
+                profiles[f"{preset}/{quant}/{tokens}"] = parts
+                print("    profile (us): " + ", ".join(f"{n} {t:.1f}" for n, t in parts), flush=True)
         del experts
         torch.cuda.empty_cache()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"gpu_{env['device'].replace(' ', '_')}_{env['date'][:10]}{args.tag}"
     (out / f"{stem}.json").write_text(json.dumps({"environment": env, "limits": limits,
-                                                  "cells": [asdict(c) for c in cells]}, indent=1))
+                                                  "cells": [asdict(c) for c in cells], "profiles": profiles},
+                                                 indent=1))
     table = render(cells, limits, env)
     (out / f"{stem}.md").write_text(table + "\n")
     print(table)
