@@ -56,7 +56,7 @@ def candidates(config, tokens: int, gemm: str) -> list:
     if gemm == "w2" and per_expert <= 8:
         stages = [4]
     for bm, bn, bk, w, s, g, sk in itertools.product(bms, bns, bks, warps, stages, groups, splits):
-        if fp8_block and (bk > 128 or (gemm == "w13" and bn % 128)):
+        if fp8_block and bk > 128:  # one weight block along K per step
             continue
         if bm * bn * (2 if gated else 1) > 128 * 256:  # accumulators past the register file
             continue
@@ -122,7 +122,7 @@ def tune(preset: str, quant: str, tokens: list[int], jobs: int, out: Path, rep_m
     table: dict[str, dict] = {}
     for m in tokens:
         sets = gpu_moe.input_sets(config, m, gpu_moe.sets_for(m))
-        default = default_configs(config, m, sm_count=torch.cuda.get_device_properties(0).multi_processor_count)
+        default = default_configs(config, m)
 
         def measure(layer: LayerConfigs, sets: list = sets) -> float:
             experts.configs_override = layer

@@ -119,6 +119,26 @@ def test_fp8_block_wide_tile_groups() -> None:
                      quant="fp8_block"), configs=configs)
 
 
+@pytest.mark.parametrize("quant", ["fp16", "fp8_block"])
+def test_single_token_skips_alignment(quant: str) -> None:
+    """T == 1 runs each pair as its own block (no alignment launch), with and without an expert map."""
+    h, i = (256, 192) if quant == "fp8_block" else (64, 48)
+    config = MoEConfig(num_experts=8, top_k=3, hidden_size=h, intermediate_size=i, dtype=torch.float16,
+                       quant=quant, parallel=ParallelConfig(ep_size=2, ep_rank=0))
+    expert_map = torch.full((8,), -1, dtype=torch.int32)
+    expert_map[:4] = torch.arange(4, dtype=torch.int32)
+    _check(config, tokens=1, expert_map=expert_map)
+    _check(config.replace(parallel=ParallelConfig()), tokens=1)
+
+
+def test_fp8_block_narrow_tiles_quantize_separately() -> None:
+    """A 64-wide GEMM1 tile cannot hold a 128-column group: the group-quant kernel takes over."""
+    configs = LayerConfigs(TritonConfig(block_m=16, block_n=64, block_k=128),
+                           TritonConfig(block_m=16, block_n=64, block_k=64))
+    _check(MoEConfig(num_experts=4, top_k=2, hidden_size=256, intermediate_size=192, dtype=torch.float16,
+                     quant="fp8_block"), configs=configs)
+
+
 def test_batched_experts_end_to_end() -> None:
     config = MoEConfig(num_experts=8, top_k=2, hidden_size=64, intermediate_size=48, dtype=torch.float16,
                        has_bias=True, parallel=ParallelConfig(ep_size=2, ep_rank=0, all2all="torch_batched"))

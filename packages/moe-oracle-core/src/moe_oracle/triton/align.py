@@ -41,6 +41,17 @@ class AlignedRouting:
         return self.block_expert.shape[0]
 
 
+@dataclass(frozen=True)
+class DirectRouting:
+    """No alignment: every pair is its own row block, its expert read from ``topk_ids`` [P] int32
+    (through ``expert_map`` when given). Exact and cheapest for one token (T == 1), whose K experts
+    are distinct, so no weight tile is read twice and the alignment launch is skipped."""
+
+    topk_ids: torch.Tensor
+    expert_map: torch.Tensor | None
+    num_pairs: int
+
+
 @triton.jit
 def _local_experts(topk_ids_ptr, expert_map_ptr, offs, num_pairs, HAS_MAP: tl.constexpr):
     """Local expert of each pair in ``offs``, -1 for padding lanes and other ranks' experts."""
@@ -67,9 +78,11 @@ def _layout(counts, sorted_ids_ptr, block_expert_ptr, num_padded_ptr, num_pairs,
         j = j0 + offs_j[None, :]
         owner = tl.zeros((NUM_BINS, 16), dtype=tl.int32) + experts[:, None]
         tl.store(block_expert_ptr + starts[:, None] // BLOCK_M + j, owner, mask=j < blocks[:, None])
-    pad_pos = tl.where(experts < num_experts, starts + counts, ends)[:, None] + tl.arange(0, BLOCK_M)[None, :]
-    tl.store(sorted_ids_ptr + pad_pos, tl.zeros((NUM_BINS, BLOCK_M), dtype=tl.int32) + num_pairs,
-             mask=pad_pos < ends[:, None])
+    first_pad = tl.where(experts < num_experts, starts + counts, ends)
+    for j0 in tl.static_range(0, BLOCK_M, 16):
+        pad_pos = first_pad[:, None] + j0 + offs_j[None, :]
+        tl.store(sorted_ids_ptr + pad_pos, tl.zeros((NUM_BINS, 16), dtype=tl.int32) + num_pairs,
+                 mask=pad_pos < ends[:, None])
     return starts
 
 

@@ -130,48 +130,44 @@ def tuned_configs(config: MoEConfig, device_name: str) -> dict[int, LayerConfigs
     return _load(file_name_for(config, device_name), tuple(search_dirs()))
 
 
-def get_configs(config: MoEConfig, num_tokens: int, device_name: str, *,
-                sm_count: int = 132) -> LayerConfigs:
+def get_configs(config: MoEConfig, num_tokens: int, device_name: str) -> LayerConfigs:
     """The configs for ``num_tokens`` tokens: the tuned entry of nearest M, else the heuristic."""
     table = tuned_configs(config, device_name)
     if table:
         m = min(table, key=lambda key: (abs(key - num_tokens), key))
         return table[m]
-    return default_configs(config, num_tokens, sm_count=sm_count)
+    return default_configs(config, num_tokens)
 
 
-def default_configs(config: MoEConfig, num_tokens: int, *, sm_count: int = 132) -> LayerConfigs:
-    """A heuristic that is good without a tuned file.
+def default_configs(config: MoEConfig, num_tokens: int) -> LayerConfigs:
+    """A heuristic that is good without a tuned file (it follows what tuning found on an H100).
 
-    Small M (few pairs per expert) is weight-streaming: 16-row blocks, narrow columns so every SM
-    has a tile, and the down projection split along I when its tiles would not fill the device.
-    Large M is compute-bound: 64-128-row blocks and 128-wide tiles.
+    Few rows per expert is weight streaming: 16-row blocks, narrow GEMM1 tiles so every SM has
+    work, 256-wide K steps where the weights allow. Many rows per expert is compute-bound: 128-row
+    blocks, 128x128 (GEMM1, two accumulators) and 128x256 (GEMM2) tiles, 8 warps.
     """
-    e = config.num_local_experts
-    pairs = max(1, num_tokens * config.top_k)
-    per_expert = pairs / e
-    hit = min(e, pairs)
-    h, i = config.hidden_size, config.intermediate_size_per_partition
+    per_expert = max(1, num_tokens * config.top_k) / config.num_local_experts
     quant = config.scheme.weight
-    fp8_block = quant is not None and quant.granularity.kind == "block"
-    # 8-bit weights with one scale per channel or tensor stream best with 256-wide K steps.
-    wide_k = 256 if quant is not None and quant.granularity.kind in ("tensor", "channel") else 128
-    if per_expert <= 16:
-        bm, bn13, bn2, bk, warps, stages = 16, 64, 64, wide_k, 4, 4
-    elif per_expert <= 32:
-        bm, bn13, bn2, bk, warps, stages = 32, 64, 64, 128, 4, 4
-    elif per_expert <= 96:
-        bm, bn13, bn2, bk, warps, stages = 64, 64, 128, 64, 4, 3
+    grouped = quant is not None and quant.granularity.kind in ("block", "group")
+    bf16_like = quant is None
+    if per_expert <= 8:
+        bk = 128 if grouped else 256
+        w13 = TritonConfig(block_m=16, block_n=64 if grouped else 32, block_k=bk, group_m=1,
+                           num_warps=4, num_stages=4)
+        w2 = TritonConfig(block_m=16, block_n=64, block_k=bk, group_m=1, num_warps=4, num_stages=4)
+    elif per_expert <= 48:
+        w13 = TritonConfig(block_m=32, block_n=64, block_k=128, group_m=1, num_warps=4, num_stages=3)
+        w2 = TritonConfig(block_m=32, block_n=128, block_k=128, group_m=1, num_warps=4, num_stages=4)
+    elif per_expert <= 160:
+        bk = 128 if grouped else 64
+        w13 = TritonConfig(block_m=64, block_n=64 if bf16_like else 128, block_k=bk, group_m=8, num_warps=4,
+                           num_stages=3 if bf16_like else 4)
+        w2 = TritonConfig(block_m=64, block_n=128, block_k=bk, group_m=8, num_warps=4, num_stages=4)
+    elif not bf16_like and grouped:
+        w13 = TritonConfig(block_m=64, block_n=128, block_k=128, group_m=8, num_warps=8, num_stages=4)
+        w2 = TritonConfig(block_m=64, block_n=128, block_k=128, group_m=8, num_warps=4, num_stages=4)
     else:
-        bm, bn13, bn2, bk, warps, stages = 128, 128, 128, 64, 8, 3
-    if fp8_block:
-        bn13, bk = max(bn13, 128), 128
-    split = 1
-    tiles2 = hit * -(-h // bn2)
-    while tiles2 * split < 2 * sm_count and i // (bk * split * 2) >= 4 and per_expert <= 16:
-        split *= 2
-    w13 = TritonConfig(block_m=bm, block_n=bn13, block_k=bk, group_m=1 if per_expert <= 16 else 8,
-                       num_warps=warps, num_stages=stages)
-    w2 = TritonConfig(block_m=bm, block_n=bn2, block_k=bk, group_m=1 if per_expert <= 16 else 8,
-                      num_warps=warps, num_stages=stages, split_k=split)
+        w13 = TritonConfig(block_m=128, block_n=128, block_k=64, group_m=8, num_warps=8, num_stages=4)
+        w2 = TritonConfig(block_m=128, block_n=256 if bf16_like else 128, block_k=64, group_m=8, num_warps=8,
+                          num_stages=4 if bf16_like else 3)
     return LayerConfigs(w13, w2)

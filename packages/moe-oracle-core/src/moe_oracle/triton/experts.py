@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from moe_oracle.config.moe import MoEConfig
     from moe_oracle.kernel.quant_config import QuantConfig
     from moe_oracle.kernel.weights import KernelWeights
-    from moe_oracle.triton.align import AlignedRouting
+    from moe_oracle.triton.align import AlignedRouting, DirectRouting
     from moe_oracle.triton.configs import LayerConfigs, TritonConfig
 
 
@@ -70,11 +70,9 @@ def _plan(config: MoEConfig) -> _Plan:
 
 
 @functools.cache
-def _device_info(device: torch.device) -> tuple[str, int]:
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        return props.name, props.multi_processor_count
-    return device.type, 4
+def _device_name(device: torch.device) -> str:
+    """The name tuned files are keyed by (``cpu`` in the interpreter)."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
 
 
 class _TritonBase(ExpertsModular):
@@ -95,20 +93,16 @@ class _TritonBase(ExpertsModular):
         if self.configs_override is not None:
             cfg = self.configs_override
         else:
-            name, sms = _device_info(device)
-            cfg = get_configs(self.config, num_tokens, name, sm_count=sms)
+            cfg = get_configs(self.config, num_tokens, _device_name(device))
         return type(cfg)(*(self._fit(c, gemm) for c, gemm in ((cfg.w13, "w13"), (cfg.w2, "w2"))))
 
     def _fit(self, cfg: TritonConfig, gemm: str) -> TritonConfig:
-        """What the scheme requires of a tile: BLOCK_K within one weight group or block, and
-        (fused fp8 group quantization) a GEMM1 BLOCK_N of whole groups."""
+        """What the scheme requires of a tile: BLOCK_K within one weight group or block."""
         from moe_oracle.triton import gemm as g
 
         changes = {}
         if self.plan.b_quant in (g.B_BLOCK, g.B_GROUP) and self.plan.group % cfg.block_k:
             changes["block_k"] = min(cfg.block_k, self.plan.group)
-        if gemm == "w13" and self.plan.fuse_group_quant and cfg.block_n % self.plan.group:
-            changes["block_n"] = self.plan.group
         return type(cfg)(**{**cfg.to_dict(), **changes}) if changes else cfg
 
     def _quantize(self, x: torch.Tensor, static: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -123,7 +117,8 @@ class _TritonBase(ExpertsModular):
             return quantize_per_token_group(x, p.group, p.act_dtype)
         return quantize_rows(x, per_token=p.a_quant == g.A_TOKEN, dtype=p.act_dtype, static_scale=static)
 
-    def _run(self, x: torch.Tensor, *, r13: AlignedRouting | None, r2: AlignedRouting | None,
+    def _run(self, x: torch.Tensor, *, r13: AlignedRouting | DirectRouting | None,
+             r2: AlignedRouting | DirectRouting | None,
              expert_num_tokens: torch.Tensor | None,
              cfg: LayerConfigs, rows_out: int, a_row_div: int, topk_weights: torch.Tensor | None,
              on_input: bool) -> torch.Tensor:
@@ -137,9 +132,12 @@ class _TritonBase(ExpertsModular):
         a13_static = qc.a13.scale if self.config.scheme.activation is not None and \
             self.config.scheme.activation.static else None
         a1, a1_scale = self._quantize(x, a13_static)
+        # GEMM1 quantizes its own output when its tiles hold whole 128-column groups; narrower
+        # tiles (more programs for small M) leave it to the group quantization kernel.
+        fuse_group = p.fuse_group_quant and cfg.w13.block_n % p.group == 0
         common = dict(b_quant=p.b_quant, b_int4=p.b_int4, b_offset=p.b_offset, group_n=p.group, group_k=p.group,
                       a_quant=p.a_quant)
-        if p.fuse_group_quant or p.fuse_static_quant:
+        if fuse_group or p.fuse_static_quant:
             inter = torch.empty((1, rows_out, i), dtype=p.act_dtype, device=x.device)
         elif p.a_quant == g.A_TENSOR:  # the dynamic per-tensor amax reads every row: unwritten ones must be 0
             inter = torch.zeros((1, rows_out, i), dtype=x.dtype, device=x.device)
@@ -147,7 +145,7 @@ class _TritonBase(ExpertsModular):
             inter = torch.empty((1, rows_out, i), dtype=x.dtype, device=x.device)
         inter_scale = None
         out_quant = g.OUT_NONE
-        if p.fuse_group_quant:
+        if fuse_group:
             inter_scale = torch.empty((rows_out, -(-i // p.group)), dtype=torch.float32, device=x.device)
             out_quant = g.OUT_FP8_GROUP
         elif p.fuse_static_quant:
@@ -162,7 +160,7 @@ class _TritonBase(ExpertsModular):
             out_quant=out_quant, out_scale=inter_scale, out_group=p.group, **common)
         a2 = inter[0]
         a2_scale = inter_scale
-        if p.act_dtype is not None and not (p.fuse_group_quant or p.fuse_static_quant):
+        if p.act_dtype is not None and not (fuse_group or p.fuse_static_quant):
             a2, a2_scale = self._quantize(a2, None)
         split = cfg.w2.split_k
         out_dtype = torch.float32 if split > 1 else x.dtype
@@ -193,7 +191,7 @@ class TritonExperts(_TritonBase):
         hidden : [T, H] compute dtype. topk_weights : [T, K] float32. topk_ids : [T, K] int32/int64
         global ids. expert_map : [E] int32, global -> local id, -1 for experts of other ranks.
         """
-        from moe_oracle.triton.align import moe_align
+        from moe_oracle.triton.align import DirectRouting, moe_align
         from moe_oracle.triton.gemm import moe_sum
 
         t, k = topk_ids.shape
@@ -202,8 +200,12 @@ class TritonExperts(_TritonBase):
         cfg = self.configs_for(t, hidden.device)
         e = self.config.num_local_experts
         ids = topk_ids if topk_ids.dtype == torch.int32 else topk_ids.to(torch.int32)
-        r13 = moe_align(ids, e, cfg.w13.block_m, expert_map=expert_map)
-        r2 = r13 if cfg.w2.block_m == cfg.w13.block_m else moe_align(ids, e, cfg.w2.block_m, expert_map=expert_map)
+        if t == 1:  # one token: its K experts are distinct, nothing to group
+            r13 = r2 = DirectRouting(ids.reshape(-1), expert_map, k)
+        else:
+            r13 = moe_align(ids, e, cfg.w13.block_m, expert_map=expert_map)
+            r2 = r13 if cfg.w2.block_m == cfg.w13.block_m else moe_align(ids, e, cfg.w2.block_m,
+                                                                          expert_map=expert_map)
         weights = topk_weights.reshape(-1).to(torch.float32)
         out2 = self._run(hidden.contiguous(), r13=r13, r2=r2, expert_num_tokens=None, cfg=cfg,
                          rows_out=t * k, a_row_div=k, topk_weights=weights,

@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from moe_oracle.triton.align import AlignedRouting
+from moe_oracle.triton.align import AlignedRouting, DirectRouting
 from moe_oracle.triton.configs import TritonConfig
 
 # Activation codes (constexpr).
@@ -116,7 +116,7 @@ def _moe_gemm_kernel(
     a_ptr, b_ptr, c_ptr,
     a_scale_ptr, b_scale_ptr, b_zp_ptr, bias_ptr, topk_weights_ptr, c_scale_ptr,
     # Routing: aligned pair ids, expert of each block, padded length; batched: tokens per expert
-    sorted_ids_ptr, block_expert_ptr, num_padded_ptr, expert_num_tokens_ptr,
+    sorted_ids_ptr, block_expert_ptr, num_padded_ptr, expert_num_tokens_ptr, expert_map_ptr,
     # Matrix dimensions
     N, K, num_pairs, max_tokens, k_per_split,
     # The stride variables
@@ -124,7 +124,8 @@ def _moe_gemm_kernel(
     stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, stride_bze, stride_bzn, stride_bzk,
     stride_biase, stride_biasn, stride_csm, stride_csk,
     # Meta-parameters
-    A_ROW_DIV: tl.constexpr, BATCHED: tl.constexpr, GATED: tl.constexpr, ACTIVATION: tl.constexpr,
+    A_ROW_DIV: tl.constexpr, BATCHED: tl.constexpr, DIRECT: tl.constexpr, HAS_MAP: tl.constexpr,
+    GATED: tl.constexpr, ACTIVATION: tl.constexpr,
     SWIGLU_ALPHA: tl.constexpr, SWIGLU_LIMIT: tl.constexpr,
     MUL_ROUTED_WEIGHT: tl.constexpr, WEIGHT_BEFORE_BIAS: tl.constexpr, HAS_BIAS: tl.constexpr,
     A_QUANT: tl.constexpr, B_QUANT: tl.constexpr, B_INT4: tl.constexpr, HAS_ZP: tl.constexpr,
@@ -156,6 +157,15 @@ def _moe_gemm_kernel(
         rows = expert.to(tl.int64) * max_tokens + first + offs_j
         row_mask = (first + offs_j) < ntok
         a_rows = rows
+    elif DIRECT:  # one pair per block (block_expert_ptr holds topk_ids): only row 0 is real
+        rows = (pid_m + offs_j * 0).to(tl.int64)
+        row_mask = offs_j == 0
+        expert = tl.load(block_expert_ptr + pid_m)
+        if HAS_MAP:
+            expert = tl.load(expert_map_ptr + expert)
+            if expert < 0:
+                return
+        a_rows = rows // A_ROW_DIV
     else:
         if pid_m * BLOCK_M >= tl.load(num_padded_ptr):
             return
@@ -344,7 +354,7 @@ def moe_gemm(
     a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, *,
     config: TritonConfig,
     n: int,
-    routing: AlignedRouting | None = None,
+    routing: AlignedRouting | DirectRouting | None = None,
     expert_num_tokens: torch.Tensor | None = None,
     a_row_div: int = 1,
     gated: bool = False,
@@ -376,7 +386,8 @@ def moe_gemm(
     b : [E, N_b, Kd] weights (Kd/2 uint8 when ``b_int4``); N_b = 2*n when ``gated`` (gate rows first).
     c : [S, P, n] output (S = ``config.split_k``; fp32 when S > 1), rows in pair order, written in
         place; batched: [1, E * max_tokens, n].
-    routing : the alignment of the pairs (standard format); or ``expert_num_tokens`` [E] (batched).
+    routing : the alignment of the pairs, or direct pairs (standard format); or ``expert_num_tokens``
+        [E] (batched).
     a_scale, b_scale, b_zero_point : per the quantization codes (see the module constants).
     bias : [E, N_b]. topk_weights : [P] float32, multiplied into the rows (before the bias when
         ``weight_before_bias``: the router weight applied on the input).
@@ -385,7 +396,11 @@ def moe_gemm(
     """
     bm, bn, bk = config.block_m, config.block_n, config.block_k
     kd = a.shape[1]
-    if routing is not None:
+    direct = isinstance(routing, DirectRouting)
+    if isinstance(routing, DirectRouting):
+        num_m = routing.num_pairs
+        max_tokens, num_pairs = 0, routing.num_pairs
+    elif routing is not None:
         if routing.block_m != bm:
             raise ValueError(f"routing.block_m: expected {bm} (config.block_m), got {routing.block_m}")
         num_m = routing.max_blocks
@@ -412,17 +427,19 @@ def moe_gemm(
         a, b, c,
         a_s, b_s, b_z, bias if bias is not None else dummy, topk_weights if topk_weights is not None else dummy,
         out_scale if out_scale is not None else dummy,
-        routing.sorted_ids if routing is not None else dummy,
-        routing.block_expert if routing is not None else dummy,
-        routing.num_padded if routing is not None else dummy,
+        routing.sorted_ids if isinstance(routing, AlignedRouting) else dummy,
+        routing.topk_ids if direct else routing.block_expert if routing is not None else dummy,
+        routing.num_padded if isinstance(routing, AlignedRouting) else dummy,
         expert_num_tokens if expert_num_tokens is not None else dummy,
+        routing.expert_map if direct and routing.expert_map is not None else dummy,
         n, kd, num_pairs, max_tokens, k_per_split,
         a.stride(0), a.stride(1), b.stride(0), b.stride(1), b.stride(2), c.stride(0), c.stride(1), c.stride(2),
         *_strides2(a_s, a_quant in (A_TOKEN, A_GROUP)),
         *_strides3(b_s, b_quant), *_strides3(b_z, b_quant if b_zero_point is not None else B_NONE),
         *((bias.stride(0), bias.stride(1)) if bias is not None else (0, 0)),
         *_strides2(out_scale, out_quant == OUT_FP8_GROUP),
-        A_ROW_DIV=a_row_div, BATCHED=routing is None, GATED=gated, ACTIVATION=activation,
+        A_ROW_DIV=a_row_div, BATCHED=routing is None, DIRECT=direct,
+        HAS_MAP=direct and routing.expert_map is not None, GATED=gated, ACTIVATION=activation,
         SWIGLU_ALPHA=float(swiglu_alpha), SWIGLU_LIMIT=float(swiglu_limit),
         MUL_ROUTED_WEIGHT=topk_weights is not None, WEIGHT_BEFORE_BIAS=weight_before_bias,
         HAS_BIAS=bias is not None, A_QUANT=a_quant, B_QUANT=b_quant, B_INT4=b_int4,
