@@ -52,6 +52,8 @@ def candidates(config, tokens: int, gemm: str) -> list:
         bms, bns, bks, warps, stages, groups = [32, 64, 128], [64, 128], [64, 128], [4, 8], [3, 4], [8]
     else:
         bms, bns, bks, warps, stages, groups = [64, 128], [64, 128, 256], [64, 128], [4, 8], [3, 4], [8]
+        if fp8_block:  # two CTAs per SM hide the per-step scale multiply
+            stages = [2, 3, 4]
     splits = [1, 2, 4, 8] if gemm == "w2" and per_expert <= 8 else [1]
     if gemm == "w2" and per_expert <= 8:
         stages = [4]
@@ -148,6 +150,9 @@ def tune(preset: str, quant: str, tokens: list[int], jobs: int, out: Path, rep_m
     experts.configs_override = None
     name = torch.cuda.get_device_name()
     path = out / file_name_for(config, name)
+    if path.is_file():  # re-tuning some token counts keeps the others
+        table = {**json.loads(path.read_text())["configs"], **table}
+        table = dict(sorted(table.items(), key=lambda kv: int(kv[0])))
     path.write_text(json.dumps({
         "device": name, "E": config.num_experts, "N": config.intermediate_size, "H": config.hidden_size,
         "top_k": config.top_k, "dtype": quant, "triton": __import__("triton").__version__,
@@ -162,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--presets", nargs="*", default=None)
     parser.add_argument("--quant", nargs="*", default=None)
     parser.add_argument("--tokens", nargs="*", type=int, default=list(gpu_moe.TOKENS))
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", required=True, help="directory; an existing file there keeps untuned token counts")
     parser.add_argument("--jobs", type=int, default=max(1, min(14, (os.cpu_count() or 2) - 2)))
     parser.add_argument("--rep-ms", type=int, default=60)
     args = parser.parse_args(argv)
