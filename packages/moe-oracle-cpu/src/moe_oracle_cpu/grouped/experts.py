@@ -33,7 +33,7 @@ from typing import ClassVar
 import torch
 
 from moe_oracle.config.moe import MoEConfig
-from moe_oracle.errors import ConfigError, WeightError
+from moe_oracle.errors import WeightError
 from moe_oracle.kernel.modular import ExpertsModular
 from moe_oracle.kernel.quant_config import QuantConfig, QuantDesc
 from moe_oracle.kernel.weights import KernelWeights
@@ -63,7 +63,7 @@ class GroupedExperts(ExpertsModular):
     intra-op pool, so ``torch.get_num_threads()`` threads.
 
     Raises ``WeightError`` if ``weights`` were converted for another backend (or lack the packed
-    experts this config needs) and ``ConfigError`` for ``apply_router_weight_on_input`` with top_k > 1.
+    experts this config needs).
     """
 
     activation_format: ClassVar[str] = "standard"
@@ -72,9 +72,6 @@ class GroupedExperts(ExpertsModular):
         super().__init__(config, quant_config, weights)
         if weights.backend != BACKEND:
             raise WeightError("weights", f"weights converted for {BACKEND!r}", f"backend {weights.backend!r}")
-        if config.apply_router_weight_on_input and config.top_k != 1:
-            raise ConfigError("apply_router_weight_on_input",
-                              f"needs top_k == 1 (one router weight per input row), got top_k={config.top_k}")
         self.dtype = compute_dtype(config)
         self.packed = packs(config)
         if self.packed and "w2" not in weights.extras:

@@ -39,9 +39,6 @@ class ZentorchExperts(ExpertsModular):
         super().__init__(config, quant_config, weights)
         if weights.backend != BACKEND:
             raise WeightError("weights", f"weights converted for {BACKEND!r}", f"backend {weights.backend!r}")
-        if config.apply_router_weight_on_input and config.top_k != 1:
-            raise ConfigError("apply_router_weight_on_input",
-                              f"needs top_k == 1 (one router weight per input row), got top_k={config.top_k}")
         try:
             import zentorch  # noqa: F401  (registers torch.ops.zentorch)
         except ImportError as exc:

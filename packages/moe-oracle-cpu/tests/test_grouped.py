@@ -1,0 +1,104 @@
+"""``cpu_grouped`` specifics: its layout and round trip, per-tile dequantization, errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+import moe_oracle.quant
+from moe_oracle import InputError, MoEConfig, WeightError
+from moe_oracle.kernel.weights import canonical_kernel_weights
+from moe_oracle.oracle.schemes import oracle_for
+from moe_oracle.testing import random_weights
+from moe_oracle_cpu.grouped.converter import PACKED_LAYOUT, convert, to_canonical
+from moe_oracle_cpu.grouped.experts import GroupedExperts
+
+BASE: dict[str, Any] = {"num_experts": 8, "top_k": 2, "hidden_size": 128, "intermediate_size": 64}
+
+
+@pytest.mark.parametrize(("overrides", "layout", "packed"), [
+    ({}, PACKED_LAYOUT, ("gate", "up", "w2")),
+    ({"dtype": "fp32", "activation": "gelu", "has_bias": True}, PACKED_LAYOUT, ("gate", "up", "w2")),
+    ({"activation": "swigluoai"}, PACKED_LAYOUT, ("w13", "w2")),
+    ({"activation": "silu", "swiglu_limit": 1.0}, PACKED_LAYOUT, ("w13", "w2")),
+    ({"activation": "relu2"}, PACKED_LAYOUT, ("w13", "w2")),
+    ({"dtype": "fp16"}, "canonical", ()),
+    ({"quant": "int4_w4a16_g64_zp"}, "canonical", ()),
+])
+def test_layout_round_trips_to_canonical(overrides: dict[str, Any], layout: str, packed: tuple[str, ...]) -> None:
+    config = MoEConfig(**BASE, **overrides)
+    weights = random_weights(config, seed=0)
+    before = {name: t.clone() for name, t in weights.items()}
+    converted = convert(weights, config)
+    assert converted.backend == "cpu_grouped" and converted.layout == layout
+    assert tuple(converted.extras) == packed
+    for name in packed:
+        assert len(converted.extras[name]) == 8 and converted.extras[name][0].layout == torch._mkldnn
+    back = dict(to_canonical(converted).items())
+    assert back.keys() == before.keys()
+    for name, t in before.items():
+        assert torch.equal(back[name], t), name
+        assert torch.equal(getattr(weights, name), t), f"convert modified the input {name}"
+    assert converted.w13 is weights.w13                                         # canonical tensors are shared
+
+
+def test_quantized_experts_are_dequantized_one_tile_at_a_time(monkeypatch: pytest.MonkeyPatch,
+                                                               routed: Callable[..., Any]) -> None:
+    config = MoEConfig(**BASE, quant="int4_w4a16")
+    weights = random_weights(config, seed=0)
+    converted = convert(weights, config)
+    experts = GroupedExperts(config, oracle_for(config).make_quant_config(config, converted), converted)
+    hidden, topk_weights, topk_ids = routed(config, 5, 1)
+    seen: list[int] = []
+    real = moe_oracle.quant.dequantize_weights
+
+    def spy(scheme: Any, data: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        seen.append(data.shape[0])
+        return real(scheme, data, *args, **kwargs)
+
+    monkeypatch.setattr(moe_oracle.quant, "dequantize_weights", spy)
+    experts.apply(hidden, topk_weights, topk_ids)
+    hit = int(topk_ids.unique().numel())
+    assert seen == [1] * (2 * hit)                                              # w13 and w2 of each expert hit
+
+
+def test_refuses_weights_of_another_backend_or_without_packing() -> None:
+    config = MoEConfig(**BASE)
+    weights = random_weights(config, seed=0)
+    quant = oracle_for(config).make_quant_config(config, weights)
+    with pytest.raises(WeightError, match=r"weights: expected weights converted for 'cpu_grouped', got backend 'reference'"):
+        GroupedExperts(config, quant, canonical_kernel_weights(weights, config, backend="reference"))
+    with pytest.raises(WeightError, match=r"weights.extras: expected oneDNN-packed experts .*got layout 'canonical'"):
+        GroupedExperts(config, quant, canonical_kernel_weights(weights, config, backend="cpu_grouped"))
+
+
+def test_input_errors_name_the_argument(routed: Callable[..., Any]) -> None:
+    config = MoEConfig(**BASE)
+    converted = convert(random_weights(config, seed=0), config)
+    experts = GroupedExperts(config, oracle_for(config).make_quant_config(config, converted), converted)
+    hidden, topk_weights, topk_ids = routed(config, 3, 1)
+    with pytest.raises(InputError, match=r"hidden: expected dtype bfloat16, got dtype float32"):
+        experts.apply(hidden.float(), topk_weights, topk_ids)
+    with pytest.raises(InputError, match=r"topk_ids: expected expert ids .* in \[0, 8\), got values in \[0, 9\]"):
+        experts.apply(hidden, topk_weights, torch.tensor([[0, 9]] * 3))
+    with pytest.raises(InputError, match=r"expert_num_tokens: expected None \(CPU experts take the standard"):
+        experts.apply(hidden, topk_weights, topk_ids, expert_num_tokens=torch.ones(8))
+
+
+def test_uses_the_callers_thread_count(routed: Callable[..., Any]) -> None:
+    """Every op runs on torch's intra-op pool: one thread gives the same result as the default."""
+    config = MoEConfig(**BASE)
+    converted = convert(random_weights(config, seed=0), config)
+    experts = GroupedExperts(config, oracle_for(config).make_quant_config(config, converted), converted)
+    hidden, topk_weights, topk_ids = routed(config, 9, 1)
+    threads = torch.get_num_threads()
+    want = experts.apply(hidden, topk_weights, topk_ids)
+    torch.set_num_threads(1)
+    try:
+        got = experts.apply(hidden, topk_weights, topk_ids)
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(got, want, atol=1e-2, rtol=1e-2)

@@ -1,0 +1,54 @@
+"""The package as a plugin: its entry point, and the CPU order that its hints produce."""
+
+from __future__ import annotations
+
+import pytest
+
+from moe_oracle import MoEConfig, Platform, explain, registry
+from moe_oracle_cpu import backends
+
+QWEN3 = MoEConfig.preset("qwen3-30b-a3b")
+AMX = Platform.simulate("cpu", features=("intel", "avx512", "amx"), libraries={"sgl_kernel": "0.3.21"})
+ZEN = Platform.simulate("cpu", features=("amd", "avx512", "avx512_bf16"), libraries={"zentorch": "2.13.0.1"})
+PLAIN = Platform.simulate("cpu", features=("avx2",))
+
+
+def test_entry_point_registers_the_three_backends() -> None:
+    reg = registry()
+    assert not [f for f in reg.failures if f.distribution == "moe-oracle-cpu"]
+    for name in ("cpu_amx", "cpu_zentorch", "cpu_grouped"):
+        assert reg.get(name).distribution == "moe-oracle-cpu"
+    assert [item.name for item in backends() if hasattr(item, "name")] == ["cpu_amx", "cpu_zentorch", "cpu_grouped"]
+
+
+def _order(config: MoEConfig, platform: Platform) -> list[tuple[str, str]]:
+    report = explain(config, platform)
+    return [(c.name, c.status) for c in report.candidates if c.name.startswith("cpu_") or c.name == "reference"]
+
+
+@pytest.mark.parametrize(("platform", "chosen"), [(AMX, "cpu_amx"), (ZEN, "cpu_zentorch"), (PLAIN, "cpu_grouped")])
+def test_order_on_cpus(platform: Platform, chosen: str) -> None:
+    order = _order(QWEN3, platform)
+    assert [name for name, _ in order] == ["cpu_amx", "cpu_zentorch", "cpu_grouped", "reference"]
+    assert dict(order)[chosen] == "selected"
+    assert explain(QWEN3, platform).chosen == chosen
+
+
+def test_quantized_schemes_fall_to_cpu_grouped_everywhere() -> None:
+    config = MoEConfig.preset("qwen3-30b-a3b", quant="int4_w4a16")
+    for platform in (AMX, ZEN, PLAIN):
+        assert explain(config, platform).chosen == "cpu_grouped"
+
+
+def test_every_cpu_hint_has_a_reason_and_a_source() -> None:
+    report = explain(QWEN3, AMX)
+    hints = {c.name: c.hints for c in report.candidates}
+    assert any("AMX tiles" in h.reason for h in hints["cpu_amx"])
+    assert any("measured by bench/cpu_moe.py" in h.reason for h in hints["cpu_zentorch"])
+    for name in ("cpu_amx", "cpu_zentorch", "cpu_grouped"):
+        assert all(h.source == "moe-oracle-cpu" and h.reason for h in hints[name])
+
+
+def test_not_offered_on_gpus() -> None:
+    report = explain(QWEN3, Platform.simulate("cuda", capability=(9, 0)))
+    assert {n for n, _ in report.other_vendors} >= {"cpu_amx", "cpu_zentorch", "cpu_grouped"}

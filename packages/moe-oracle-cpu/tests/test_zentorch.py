@@ -1,0 +1,84 @@
+"""``cpu_zentorch``: the interleaved swigluoai layout and its round trip, support reasons, and the
+op's corner cases handled around it. Numerics against the reference are in test_numerics.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+from moe_oracle import MoEConfig, ParallelConfig, Platform, WeightError, registry
+from moe_oracle.kernel.weights import canonical_kernel_weights
+from moe_oracle.oracle.schemes import oracle_for
+from moe_oracle.testing import assert_close, random_weights, reference_moe
+from moe_oracle_cpu.zen.converter import convert, deinterleave, interleave, to_canonical
+from moe_oracle_cpu.zen.experts import ZentorchExperts
+
+BASE: dict[str, Any] = {"num_experts": 8, "top_k": 2, "hidden_size": 128, "intermediate_size": 64}
+AMD = Platform.simulate("cpu", features=("amd", "avx512"), libraries={"zentorch": "2.13.0.1"})
+
+
+def test_interleave_puts_gate_j_and_up_j_on_rows_2j_and_2j_plus_1() -> None:
+    w = torch.arange(1 * 6 * 2).reshape(1, 6, 2)                              # gate rows 0-2, up rows 3-5
+    mixed = interleave(w)
+    assert mixed[0, :, 0].tolist() == [0, 6, 2, 8, 4, 10]
+    assert torch.equal(deinterleave(mixed), w)
+
+
+@pytest.mark.parametrize(("activation", "layout"), [("silu", "canonical"), ("swigluoai", "gate_up_interleaved")])
+def test_converter_round_trip(activation: str, layout: str) -> None:
+    config = MoEConfig(**BASE, activation=activation, has_bias=True, dtype="fp32")
+    weights = random_weights(config, seed=0)
+    before = {name: t.clone() for name, t in weights.items()}
+    converted = convert(weights, config)
+    assert converted.layout == layout and converted.backend == "cpu_zentorch"
+    back = dict(to_canonical(converted).items())
+    for name, t in before.items():
+        assert torch.equal(back[name], t), name
+        assert torch.equal(getattr(weights, name), t), f"convert modified the input {name}"
+
+
+@pytest.mark.parametrize(("platform", "overrides", "reason"), [
+    (Platform.simulate("cpu", features=("intel", "avx512"), libraries={"zentorch": "2.13.0.1"}), {},
+     "needs an AMD CPU (zentorch's kernels target AMD EPYC/Zen), this CPU is not AMD"),
+    (Platform.simulate("cpu", features=("amd",), libraries={}), {}, "zentorch not installed (pip install zentorch)"),
+    (AMD, {"quant": "fp8_block"}, "does not support scheme fp8_block"),
+    (AMD, {"dtype": "fp16"}, "does not support scheme fp16"),
+    (AMD, {"activation": "relu2"}, "does not support activation relu2"),
+    (AMD, {"activation": "silu", "is_gated": False}, "zentorch's silu is gated only, config is not gated"),
+    (AMD, {"swiglu_limit": 3.0}, "zentorch has no clamped silu (swiglu_limit=3.0)"),
+    (AMD, {"activation": "swigluoai", "swiglu_limit": 3.0},
+     "zentorch's swigluoai has alpha=1.702 and limit=7.0 built in, config has alpha=1.702 and limit=3.0"),
+    (AMD, {"num_experts": 2, "parallel": ParallelConfig(ep_size=2)},
+     "zentorch_fused_moe needs at least 2 local experts, config has 1"),
+])
+def test_support_names_what_is_missing(platform: Platform, overrides: dict[str, Any], reason: str) -> None:
+    config = MoEConfig(**{**BASE, **overrides})
+    support = registry().get("cpu_zentorch").supports(config, platform)
+    assert (support.ok, support.reason) == (False, reason)
+
+
+def test_serves_bf16_and_fp32_on_amd() -> None:
+    for dtype in ("bf16", "fp32"):
+        assert registry().get("cpu_zentorch").supports(MoEConfig(**BASE, dtype=dtype), AMD).ok
+
+
+def test_refuses_weights_of_another_backend(zentorch_module: object) -> None:
+    config = MoEConfig(**BASE)
+    weights = canonical_kernel_weights(random_weights(config, seed=0), config, backend="cpu_grouped")
+    with pytest.raises(WeightError, match=r"weights: expected weights converted for 'cpu_zentorch', got backend"):
+        ZentorchExperts(config, oracle_for(config).make_quant_config(config, weights), weights)
+
+
+def test_one_distinct_expert_gets_a_zero_weight_partner(zentorch_module: object,
+                                                        build_kernel: Callable[..., Any]) -> None:
+    """zentorch raises for fewer than 2 active experts; every token on one expert must still work."""
+    config = MoEConfig(**{**BASE, "top_k": 1})
+    weights = random_weights(config, seed=0)
+    hidden = torch.randn(3, 128).to(torch.bfloat16)
+    topk_weights = torch.full((3, 1), 0.7)
+    topk_ids = torch.full((3, 1), 5, dtype=torch.int32)
+    out = build_kernel("cpu_zentorch", config, weights).forward_routed(hidden, topk_weights, topk_ids)
+    assert_close(out, reference_moe(config, weights, hidden, topk_weights, topk_ids), config=config)
