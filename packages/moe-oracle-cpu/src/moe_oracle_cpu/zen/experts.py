@@ -59,22 +59,23 @@ class ZentorchExperts(ExpertsModular):
         out = torch.empty_like(hidden)                                           # [T, H], written by the op
         if hidden.shape[0] == 0:
             return out
-        ids = topk_ids.long()                                                    # [T, K]
+        ids = topk_ids.to(torch.int32)                                           # [T, K], as the op wants
         weights = topk_weights                                                   # [T, K]
         if expert_map is not None:
-            local = expert_map.long()[ids]
+            local = expert_map.to(torch.int32)[topk_ids.long()]                  # [T, K], -1 elsewhere
             weights = torch.where(local >= 0, weights, 0.0)
             ids = local.clamp(min=0)
         x = hidden
         if config.apply_router_weight_on_input:
             x = (hidden * topk_weights).to(hidden.dtype)                         # top_k == 1
             weights = torch.ones_like(topk_weights)
-        if bool(ids.min() == ids.max()):                                         # one distinct expert
+        lo, hi = torch.aminmax(ids)
+        if bool(lo == hi):                                                       # one distinct expert
             other = (ids[:, :1] + 1) % config.num_local_experts
             ids = torch.cat([ids, other], dim=1)                                 # [T, K+1]
             weights = torch.cat([weights, torch.zeros_like(weights[:, :1])], dim=1)
         self.op(output=out, input=x.contiguous(), w13=self.weights.w13, w2=self.weights.w2,
                 w13_bias=self.weights.get("w13_bias"), w2_bias=self.weights.get("w2_bias"),
-                topk_weights=weights.float().contiguous(), topk_id=ids.to(torch.int32).contiguous(),
+                topk_weights=weights.contiguous(), topk_id=ids.contiguous(),
                 skip_weighted=False, act=self.act)
         return out

@@ -17,6 +17,18 @@ def _amd(config: MoEConfig, platform: Platform) -> Support:
     return Support.yes()
 
 
+def _matches_torch(config: MoEConfig, platform: Platform) -> Support:
+    """zentorch X.Y.* is compiled against torch X.Y: another pair fails to load or misbehaves."""
+    import torch
+
+    version = platform.libraries.get("zentorch", "")
+    torch_version = torch.__version__.split("+")[0]
+    if version.split(".")[:2] != torch_version.split(".")[:2]:
+        return Support.no(f"zentorch {version} is built for torch {'.'.join(version.split('.')[:2])}, "
+                          f"this is torch {torch_version}")
+    return Support.yes()
+
+
 def _activation_constants(config: MoEConfig, platform: Platform) -> Support:
     """zentorch's swigluoai has gpt-oss's constants built in, and it has no clamped silu/gelu."""
     if config.activation == "swigluoai":
@@ -48,6 +60,7 @@ ZENTORCH_SPEC = BackendSpec(
     libraries={"zentorch": "zentorch"},
     checks=(
         Check("an AMD CPU", _amd),
+        Check("zentorch built for this torch", _matches_torch),
         Check("gated silu/gelu without a limit, or gpt-oss swigluoai", _activation_constants),
         Check("at least 2 local experts", _two_experts),
     ),
