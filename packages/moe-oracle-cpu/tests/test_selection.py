@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from moe_oracle import MoEConfig, Platform, explain, registry
+from moe_oracle import MoEConfig, MoELayer, Platform, explain, registry
+from moe_oracle.router import route
+from moe_oracle.testing import assert_close, random_inputs, random_weights, reference_moe
 from moe_oracle_cpu import backends
 
 QWEN3 = MoEConfig.preset("qwen3-30b-a3b")
@@ -52,3 +54,17 @@ def test_every_cpu_hint_has_a_reason_and_a_source() -> None:
 def test_not_offered_on_gpus() -> None:
     report = explain(QWEN3, Platform.simulate("cuda", capability=(9, 0)))
     assert {n for n, _ in report.other_vendors} >= {"cpu_amx", "cpu_zentorch", "cpu_grouped"}
+
+
+@pytest.mark.parametrize(("backend", "quant"), [("cpu_grouped", "bf16"), ("cpu_grouped", "mxfp4"), (None, "bf16")])
+def test_moe_layer_runs_the_cpu_backends(backend: str | None, quant: str) -> None:
+    """Through the public API: select (or force), load canonical weights, route, run."""
+    config = MoEConfig(num_experts=8, top_k=2, hidden_size=128, intermediate_size=64, quant=quant)
+    layer = MoELayer(config, backend=backend)
+    if backend is None:
+        assert layer.backend.startswith("cpu_")                                 # whichever this CPU picks
+    weights = random_weights(config, seed=0)
+    layer.load_weights(**dict(weights.items()))
+    hidden, logits = random_inputs(config, 11, seed=1)
+    topk_weights, topk_ids = route(logits, config)
+    assert_close(layer(hidden, logits), reference_moe(config, weights, hidden, topk_weights, topk_ids), config=config)
