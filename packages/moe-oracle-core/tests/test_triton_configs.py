@@ -82,6 +82,20 @@ def test_default_configs_fit_the_scheme(quant: str, tokens: int) -> None:
     assert cfg.w13.block_m == (16 if tokens == 1 else cfg.w13.block_m)
 
 
+@pytest.mark.parametrize("quant", ["fp32", "bf16", "fp8_block", "int8_w8a16"])
+@pytest.mark.parametrize("tokens", [1, 64, 1024, 4096])
+def test_default_configs_fit_shared_memory(quant: str, tokens: int) -> None:
+    """fp32 tiles hold twice the bytes: the heuristic shrinks them under the limit (an H100 refused
+    a 240 KiB fp32 decode tile)."""
+    dtype = "fp32" if quant == "fp32" else "bf16"
+    config = MoEConfig(num_experts=16, top_k=4, hidden_size=1024, intermediate_size=768, dtype=dtype, quant=quant)
+    cfg = default_configs(config, tokens)
+    a_bytes = 1 if config.scheme.activation is not None else config.dtype.itemsize
+    b_bytes = 1 if config.scheme.weight is not None else config.dtype.itemsize
+    assert configs.shared_memory(cfg.w13, a_bytes, b_bytes, gated=True) <= configs.SHARED_MEMORY_BYTES
+    assert configs.shared_memory(cfg.w2, a_bytes, b_bytes, gated=False) <= configs.SHARED_MEMORY_BYTES
+
+
 # Specs -------------------------------------------------------------------------------------------
 CONFIG = MoEConfig(num_experts=8, top_k=2, hidden_size=256, intermediate_size=512)
 

@@ -170,4 +170,28 @@ def default_configs(config: MoEConfig, num_tokens: int) -> LayerConfigs:
         w13 = TritonConfig(block_m=128, block_n=128, block_k=64, group_m=8, num_warps=8, num_stages=4)
         w2 = TritonConfig(block_m=128, block_n=256 if bf16_like else 128, block_k=64, group_m=8, num_warps=8,
                           num_stages=4 if bf16_like else 3)
-    return LayerConfigs(w13, w2)
+    a_bytes = 1 if config.scheme.activation is not None else config.dtype.itemsize
+    b_bytes = 1 if quant is not None else config.dtype.itemsize
+    return LayerConfigs(fit_shared_memory(w13, a_bytes, b_bytes, gated=config.is_gated),
+                        fit_shared_memory(w2, a_bytes, b_bytes, gated=False))
+
+
+SHARED_MEMORY_BYTES = 200 * 1024  # under every target's per-block limit (H100: 227 KiB)
+
+
+def shared_memory(cfg: TritonConfig, a_bytes: int, b_bytes: int, *, gated: bool) -> int:
+    """Pipelined operand buffers of one program: (stages - 1) copies of the A tile and the B tile(s)."""
+    per_stage = cfg.block_m * cfg.block_k * a_bytes + cfg.block_k * cfg.block_n * b_bytes * (2 if gated else 1)
+    return (cfg.num_stages - 1) * per_stage
+
+
+def fit_shared_memory(cfg: TritonConfig, a_bytes: int, b_bytes: int, *, gated: bool) -> TritonConfig:
+    """Fewer stages (down to 3), then narrower K steps, until the buffers fit (fp32 needs it)."""
+    while shared_memory(cfg, a_bytes, b_bytes, gated=gated) > SHARED_MEMORY_BYTES:
+        if cfg.num_stages > 3:
+            cfg = TritonConfig(**{**cfg.to_dict(), "num_stages": cfg.num_stages - 1})
+        elif cfg.block_k > 16:
+            cfg = TritonConfig(**{**cfg.to_dict(), "block_k": cfg.block_k // 2})
+        else:
+            break
+    return cfg
