@@ -52,17 +52,18 @@ def test_cpu(session: nox.Session) -> None:
 
 
 def _hardware_session(session: nox.Session) -> None:
-    # The machine's own torch build (CUDA/ROCm/XPU), numpy and pytest come through system site
-    # packages, unpinned, so the session also runs on machines without network access (where pip
-    # only confirms they are present); our packages build with the installed hatchling.
-    session.install("pytest", "pytest-xdist", "hypothesis", "hatchling", "editables")
+    # Runs in the invoking interpreter's environment: that is where the machine's own torch build
+    # (CUDA/ROCm/XPU) lives, and a fresh venv cannot see it when that interpreter is itself a venv.
+    # Our packages are installed there editable, without build isolation or dependencies, so the
+    # session also runs on machines without network access (pip then only confirms what is present).
+    pip = ("python", "-m", "pip", "install", "-q")
+    session.run(*pip, "pytest", "pytest-xdist", "hypothesis", "hatchling", "editables", external=True)
     editable = [arg for name in PACKAGES for arg in ("-e", f"packages/{name}")]
-    session.install("--no-build-isolation", "--no-deps", *editable)
-    session.run("python", "-m", "pytest", "-n", "8", "-q", "-p", "no:cacheprovider", *session.posargs)
+    session.run(*pip, "--no-build-isolation", "--no-deps", *editable, external=True)
+    session.run("python", "-m", "pytest", "-n", "8", "-q", "-p", "no:cacheprovider", *session.posargs, external=True)
 
 
-@nox.session(name="test-cuda", venv_params=["--system-site-packages"],
-             venv_backend=None if has_cuda() else "none")
+@nox.session(name="test-cuda", venv_backend="none")
 def test_cuda(session: nox.Session) -> None:
     """The CPU suite plus GPU numerics and CUDA-graph tests, on the machine's CUDA torch."""
     if not has_cuda():
@@ -70,8 +71,7 @@ def test_cuda(session: nox.Session) -> None:
     _hardware_session(session)
 
 
-@nox.session(name="test-rocm", venv_params=["--system-site-packages"],
-             venv_backend=None if has_rocm() else "none")
+@nox.session(name="test-rocm", venv_backend="none")
 def test_rocm(session: nox.Session) -> None:
     """The CPU suite plus AITER numerics against the real library, on the machine's ROCm torch."""
     if not has_rocm():
@@ -79,8 +79,7 @@ def test_rocm(session: nox.Session) -> None:
     _hardware_session(session)
 
 
-@nox.session(name="test-xpu", venv_params=["--system-site-packages"],
-             venv_backend=None if has_xpu() else "none")
+@nox.session(name="test-xpu", venv_backend="none")
 def test_xpu(session: nox.Session) -> None:
     """The CPU suite plus vllm-xpu-kernels / IPEX numerics, on the machine's XPU torch."""
     if not has_xpu():
