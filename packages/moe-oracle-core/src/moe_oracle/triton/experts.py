@@ -85,15 +85,21 @@ class _TritonBase(ExpertsModular):
         self.swiglu_alpha = config.swiglu_alpha or 1.0
         self.swiglu_limit = config.swiglu_limit or 0.0
         self.configs_override: LayerConfigs | None = None
+        self._configs: dict[tuple[int, torch.device], LayerConfigs] = {}
 
     def configs_for(self, num_tokens: int, device: torch.device) -> LayerConfigs:
-        """Launch configs for ``num_tokens`` (``configs_override`` wins: the tuner sets it)."""
+        """Launch configs for ``num_tokens`` (``configs_override`` wins: the tuner sets it).
+        Memoized per token count, so the per-call path does no file or metadata lookups."""
         from moe_oracle.triton.configs import get_configs
 
         if self.configs_override is not None:
-            cfg = self.configs_override
-        else:
-            cfg = get_configs(self.config, num_tokens, _device_name(device))
+            return self._fitted(self.configs_override)
+        key = (num_tokens, device)
+        if key not in self._configs:
+            self._configs[key] = self._fitted(get_configs(self.config, num_tokens, _device_name(device)))
+        return self._configs[key]
+
+    def _fitted(self, cfg: LayerConfigs) -> LayerConfigs:
         return type(cfg)(*(self._fit(c, gemm) for c, gemm in ((cfg.w13, "w13"), (cfg.w2, "w2"))))
 
     def _fit(self, cfg: TritonConfig, gemm: str) -> TritonConfig:
