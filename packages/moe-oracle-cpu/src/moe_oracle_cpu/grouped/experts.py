@@ -19,7 +19,9 @@ each expert's rows are one contiguous slice. Then one of two paths:
   and adds into the output rows. Never more than one expert's float weights exist at a time.
 
 Neither path allocates an ``[R, H]`` buffer: the top-k reduction is the ``index_add_`` into the
-output, which accumulates in the compute dtype (for fp16 that output is float32, cast at the end). GEMM choice, measured on this project's 2-core AMD Zen 4 (Qwen3-30B-A3B expert shapes,
+output, which accumulates in the compute dtype (for fp16 that output is float32, cast at the end).
+
+GEMM choice, measured on this project's 2-core AMD Zen 4 (Qwen3-30B-A3B expert shapes,
 8 experts per call, 1-64 rows each): ``torch._grouped_mm`` on CPU runs ATen's loop of ``mm``
 and was 2-12% slower than per-expert ``F.linear`` on the same slices, which oneDNN-packed
 weights beat by 1.2-1.6x (bf16) and 2.2-2.8x (fp32); so: per-expert products on contiguous
