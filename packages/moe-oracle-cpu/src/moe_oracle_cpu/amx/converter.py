@@ -17,12 +17,10 @@ import torch
 from moe_oracle.config.moe import MoEConfig
 from moe_oracle.errors import WeightError
 from moe_oracle.kernel.weights import CanonicalWeights, KernelWeights
+from moe_oracle_cpu.amx.spec import BACKEND, TILE_K, TILE_N
 
-BACKEND = "cpu_amx"
 LAYOUT = "vnni2_block32"
-BLOCK_N = 32
-TILE_N = 16
-TILE_K = 32
+BLOCK_N = 2 * TILE_N                                                          # rows per block
 
 
 def pack_vnni(w: torch.Tensor) -> torch.Tensor:

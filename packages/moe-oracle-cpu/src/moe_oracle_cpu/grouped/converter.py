@@ -25,7 +25,8 @@ import torch
 
 from moe_oracle.config.moe import MoEConfig
 from moe_oracle.kernel.weights import CanonicalWeights, KernelWeights
-from moe_oracle_cpu.grouped.experts import BACKEND, fuses_gate_up, packs
+from moe_oracle_cpu.grouped.experts import fuses_gate_up, packs
+from moe_oracle_cpu.grouped.spec import BACKEND
 
 PACKED_LAYOUT = "canonical+onednn_packed"
 

@@ -43,8 +43,8 @@ from moe_oracle_cpu._activation import activate_
 from moe_oracle_cpu._inputs import check_inputs
 from moe_oracle_cpu._routing import ExpertRows, sort_by_expert
 from moe_oracle_cpu._weights import ExpertWeights, bias_in, compute_dtype
+from moe_oracle_cpu.grouped.spec import BACKEND
 
-BACKEND = "cpu_grouped"
 # oneDNN post-op (attr, algorithm) of each activation it can fuse into GEMM1.
 _POST_OPS = {"silu": ("swish", ""), "gelu": ("gelu", "none")}
 

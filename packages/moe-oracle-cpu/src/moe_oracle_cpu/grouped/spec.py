@@ -6,8 +6,8 @@ from __future__ import annotations
 from moe_oracle.config.moe import ACTIVATIONS
 from moe_oracle.config.quant import SCHEME_NAMES
 from moe_oracle.spec import BackendSpec, PriorityHint
-from moe_oracle_cpu.grouped.experts import BACKEND
 
+BACKEND = "cpu_grouped"
 GROUPED_RANK = 30
 
 GROUPED_SPEC = BackendSpec(

@@ -14,8 +14,7 @@ import torch
 
 from moe_oracle.config.moe import MoEConfig
 from moe_oracle.kernel.weights import CanonicalWeights, KernelWeights
-
-BACKEND = "cpu_zentorch"
+from moe_oracle_cpu.zen.spec import BACKEND
 
 
 def interleave(w: torch.Tensor) -> torch.Tensor:

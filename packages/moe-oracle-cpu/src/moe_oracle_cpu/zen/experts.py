@@ -23,7 +23,7 @@ from moe_oracle.kernel.modular import ExpertsModular
 from moe_oracle.kernel.quant_config import QuantConfig
 from moe_oracle.kernel.weights import KernelWeights
 from moe_oracle_cpu._inputs import check_inputs
-from moe_oracle_cpu.zen.converter import BACKEND
+from moe_oracle_cpu.zen.spec import BACKEND
 
 
 class ZentorchExperts(ExpertsModular):

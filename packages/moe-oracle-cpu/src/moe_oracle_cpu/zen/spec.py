@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from importlib import metadata
+
 from moe_oracle.config.moe import GPT_OSS_SWIGLU_ALPHA, GPT_OSS_SWIGLU_LIMIT, MoEConfig
 from moe_oracle.platform import Platform
 from moe_oracle.spec import BackendSpec
 from moe_oracle.support import Check, Support
-from moe_oracle_cpu.zen.converter import BACKEND
 
+BACKEND = "cpu_zentorch"
 ZENTORCH_RANK = 20
 
 
@@ -19,10 +21,8 @@ def _amd(config: MoEConfig, platform: Platform) -> Support:
 
 def _matches_torch(config: MoEConfig, platform: Platform) -> Support:
     """zentorch X.Y.* is compiled against torch X.Y: another pair fails to load or misbehaves."""
-    import torch
-
     version = platform.libraries.get("zentorch", "")
-    torch_version = torch.__version__.split("+")[0]
+    torch_version = metadata.version("torch").split("+")[0]
     if version.split(".")[:2] != torch_version.split(".")[:2]:
         return Support.no(f"zentorch {version} is built for torch {'.'.join(version.split('.')[:2])}, "
                           f"this is torch {torch_version}")
