@@ -430,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
         text, verdicts[result["preset"]] = table(result, mm)
         log(f"\n{result['preset']} ({args.dtype}; * = the oracle's pick; torch.mm {mm:.0f} GFLOP/s)\n{text}")
         for v in verdicts[result["preset"]]:
-            behind = [n for n, ok in v["pick_at_least_as_fast_as"].items() if not ok]
+            peers: dict[str, bool] = v["pick_at_least_as_fast_as"]  # type: ignore[assignment]
+            behind = [n for n, ok in peers.items() if not ok]
             log(f"  T={v['tokens']}: cpu_grouped {v['cpu_grouped_x_floor']:.2f}x floor "
                 f"({'within' if v['cpu_grouped_within_1.2x_floor'] else 'NOT within'} 1.2x); pick {v['pick']} "
                 + (f"slower than {', '.join(behind)}" if behind else "at least as fast as every peer"))

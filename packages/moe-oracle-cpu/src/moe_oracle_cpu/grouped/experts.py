@@ -57,7 +57,7 @@ def packs(config: MoEConfig) -> bool:
 
 def fuses_gate_up(config: MoEConfig) -> bool:
     """Whether GEMM1 runs as gate and up products with the activation and ``mul`` as post-ops."""
-    return config.is_gated and config.activation in _POST_OPS and config.swiglu_limit is None
+    return bool(config.is_gated) and config.activation in _POST_OPS and config.swiglu_limit is None
 
 
 class GroupedExperts(ExpertsModular):
