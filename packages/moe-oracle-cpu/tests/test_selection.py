@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from moe_oracle import MoEConfig, MoELayer, Platform, explain, registry
@@ -11,8 +13,10 @@ from moe_oracle_cpu import backends
 
 QWEN3 = MoEConfig.preset("qwen3-30b-a3b")
 AMX = Platform.simulate("cpu", features=("intel", "avx512", "amx"), libraries={"sgl_kernel": "0.3.21"})
-ZEN = Platform.simulate("cpu", features=("amd", "avx512", "avx512_bf16"), libraries={"zentorch": "2.13.0.1"})
+ZEN = Platform.simulate("cpu", features=("amd", "avx512", "avx512_bf16"), libraries={"zentorch": "2.13.0.1", "torch": "2.13.0"})
 PLAIN = Platform.simulate("cpu", features=("avx2",))
+# This machine's CPU and libraries, also where the machine has a GPU (CPU tensors run on the CPU).
+HERE = dataclasses.replace(Platform.detect(), vendor="cpu", capability=None, arch=None)
 
 
 def test_entry_point_registers_the_three_backends() -> None:
@@ -60,7 +64,7 @@ def test_not_offered_on_gpus() -> None:
 def test_moe_layer_runs_the_cpu_backends(backend: str | None, quant: str) -> None:
     """Through the public API: select (or force), load canonical weights, route, run."""
     config = MoEConfig(num_experts=8, top_k=2, hidden_size=128, intermediate_size=64, quant=quant)
-    layer = MoELayer(config, backend=backend)
+    layer = MoELayer(config, backend=backend, platform=HERE)
     if backend is None:
         assert layer.backend.startswith("cpu_")                                 # whichever this CPU picks
     weights = random_weights(config, seed=0)

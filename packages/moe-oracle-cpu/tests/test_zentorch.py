@@ -17,7 +17,7 @@ from moe_oracle_cpu.zen.converter import convert, deinterleave, interleave, to_c
 from moe_oracle_cpu.zen.experts import ZentorchExperts
 
 BASE: dict[str, Any] = {"num_experts": 8, "top_k": 2, "hidden_size": 128, "intermediate_size": 64}
-AMD = Platform.simulate("cpu", features=("amd", "avx512"), libraries={"zentorch": "2.13.0.1"})
+AMD = Platform.simulate("cpu", features=("amd", "avx512"), libraries={"zentorch": "2.13.0.1", "torch": "2.13.0"})
 
 
 def test_interleave_puts_gate_j_and_up_j_on_rows_2j_and_2j_plus_1() -> None:
@@ -41,10 +41,10 @@ def test_converter_round_trip(activation: str, layout: str) -> None:
 
 
 @pytest.mark.parametrize(("platform", "overrides", "reason"), [
-    (Platform.simulate("cpu", features=("intel", "avx512"), libraries={"zentorch": "2.13.0.1"}), {},
+    (Platform.simulate("cpu", features=("intel", "avx512"), libraries={"zentorch": "2.13.0.1", "torch": "2.13.0"}), {},
      "needs an AMD CPU (zentorch's kernels target AMD EPYC/Zen), this CPU is not AMD"),
     (Platform.simulate("cpu", features=("amd",), libraries={}), {}, "zentorch not installed (pip install zentorch)"),
-    (Platform.simulate("cpu", features=("amd",), libraries={"zentorch": "2.12.0.1"}), {},
+    (Platform.simulate("cpu", features=("amd",), libraries={"zentorch": "2.12.0.1", "torch": "2.13.0"}), {},
      f"zentorch 2.12.0.1 is built for torch 2.12, this is torch {torch.__version__.split('+')[0]}"),
     (AMD, {"quant": "fp8_block"}, "does not support scheme fp8_block"),
     (AMD, {"dtype": "fp16"}, "does not support scheme fp16"),

@@ -22,6 +22,7 @@ VENDORS = ("cuda", "rocm", "xpu", "cpu")
 # import name -> distribution name of the vendor libraries backends ask about. Plugins add
 # theirs through ``BackendSpec.libraries``; this table only seeds detection.
 KNOWN_LIBRARIES: dict[str, str] = {
+    "torch": "torch",
     "triton": "triton",
     "flashinfer": "flashinfer-python",
     "aiter": "amd-aiter",

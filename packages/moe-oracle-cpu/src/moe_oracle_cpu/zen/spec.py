@@ -20,9 +20,10 @@ def _amd(config: MoEConfig, platform: Platform) -> Support:
 
 
 def _matches_torch(config: MoEConfig, platform: Platform) -> Support:
-    """zentorch X.Y.* is compiled against torch X.Y: another pair fails to load or misbehaves."""
+    """zentorch X.Y.* is compiled against torch X.Y: another pair fails to load or misbehaves.
+    The platform's torch (a simulated one may name it) else this process's."""
     version = platform.libraries.get("zentorch", "")
-    torch_version = metadata.version("torch").split("+")[0]
+    torch_version = (platform.libraries.get("torch") or metadata.version("torch")).split("+")[0]
     if version.split(".")[:2] != torch_version.split(".")[:2]:
         return Support.no(f"zentorch {version} is built for torch {'.'.join(version.split('.')[:2])}, "
                           f"this is torch {torch_version}")
