@@ -87,6 +87,7 @@ def quantize_weights(scheme: Scheme, w: torch.Tensor) -> QuantizedWeights:
     fmt = _weight_format(key)
     if fmt == "int_group":
         bits = s.weight_bits
+        assert bits is not None, f"{s.name}: a quantized weight has a bit width"
         if bits == 4:
             check_even("w", w.shape[-1], f"{s.name} (int4)")
         data, scale, zp = intn.quantize_int_grouped(w, bits=bits, group_size=key.granularity.shape[0],
@@ -100,13 +101,19 @@ def quantize_weights(scheme: Scheme, w: torch.Tensor) -> QuantizedWeights:
     quantize: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] = {
         "fp8_tensor": fp8.quantize_fp8_per_tensor,
         "fp8_channel": fp8.quantize_fp8_per_channel,
-        "fp8_block": lambda t: fp8.quantize_fp8_block(t, key.granularity.shape),
+        "fp8_block": lambda t: fp8.quantize_fp8_block(t, _block_shape(key)),
         "mxfp8": mx.quantize_mxfp8,
         "mxfp4": mx.quantize_mxfp4,
         "int8_channel": int8.quantize_int8_per_channel,
     }[fmt]
     data, scale = quantize(w)
     return QuantizedWeights(data=data, scale=scale)
+
+
+def _block_shape(key: QuantKey) -> tuple[int, int]:
+    """(rows, columns) of a block-scaled key's blocks."""
+    bn, bk = key.granularity.shape
+    return bn, bk
 
 
 def _scale_spec(key: QuantKey, e: int, n: int, k: int) -> tuple[tuple[int, ...], torch.dtype]:
@@ -184,12 +191,14 @@ def dequantize_weights(scheme: Scheme, data: torch.Tensor, scale: torch.Tensor |
         _check_absent("global_scale", global_scale, s, "takes no global scale")
 
     if fmt == "int_group":
-        return intn.dequantize_int_grouped(data, scale, zero_point, bits=s.weight_bits,
-                                           group_size=key.granularity.shape[0])
+        bits = s.weight_bits
+        assert bits is not None, f"{s.name}: a quantized weight has a bit width"
+        return intn.dequantize_int_grouped(data, scale, zero_point, bits=bits, group_size=key.granularity.shape[0])
     if fmt == "nvfp4":
+        assert global_scale is not None, f"{s.name}: nvfp4 keys take a global scale (checked above)"
         return nvfp4.dequantize_nvfp4(data, scale, global_scale[:, None, None])
     if fmt == "fp8_block":
-        return fp8.dequantize_fp8_block(data, scale, key.granularity.shape)
+        return fp8.dequantize_fp8_block(data, scale, _block_shape(key))
     dequantize: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = {
         "fp8_tensor": fp8.dequantize_fp8_per_tensor,
         "fp8_channel": fp8.dequantize_fp8_per_channel,
@@ -290,6 +299,7 @@ def fake_quantize_activation(scheme: Scheme, x: torch.Tensor, *, scale: torch.Te
     key = s.activation
     if key is None:
         return x.float()
+    assert qs is not None, f"{s.name}: quantized activations come with scales"
     fmt = _activation_format(key)
     if fmt == "nvfp4":
         return nvfp4.dequantize_nvfp4(q, qs, _scalar_scale(s, scale, x, "a global scale"))

@@ -179,7 +179,7 @@ def default_configs(config: MoEConfig, num_tokens: int) -> LayerConfigs:
                           num_stages=4 if bf16_like else 3)
     a_bytes = 1 if config.scheme.activation is not None else config.dtype.itemsize
     b_bytes = 1 if quant is not None else config.dtype.itemsize
-    return LayerConfigs(fit_shared_memory(w13, a_bytes, b_bytes, gated=config.is_gated),
+    return LayerConfigs(fit_shared_memory(w13, a_bytes, b_bytes, gated=bool(config.is_gated)),
                         fit_shared_memory(w2, a_bytes, b_bytes, gated=False))
 
 

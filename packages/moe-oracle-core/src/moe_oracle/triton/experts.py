@@ -141,8 +141,8 @@ class _TritonBase(ExpertsModular):
         # GEMM1 quantizes its own output when its tiles hold whole 128-column groups; narrower
         # tiles (more programs for small M) leave it to the group quantization kernel.
         fuse_group = p.fuse_group_quant and cfg.w13.block_n % p.group == 0
-        common = dict(b_quant=p.b_quant, b_int4=p.b_int4, b_offset=p.b_offset, group_n=p.group, group_k=p.group,
-                      a_quant=p.a_quant)
+        gemm = functools.partial(g.moe_gemm, b_quant=p.b_quant, b_int4=p.b_int4, b_offset=p.b_offset,
+                                 group_n=p.group, group_k=p.group, a_quant=p.a_quant)
         if fuse_group or p.fuse_static_quant:
             inter = torch.empty((1, rows_out, i), dtype=p.act_dtype, device=x.device)
         elif p.a_quant == g.A_TENSOR:  # the dynamic per-tensor amax reads every row: unwritten ones must be 0
@@ -155,15 +155,17 @@ class _TritonBase(ExpertsModular):
             inter_scale = torch.empty((rows_out, -(-i // p.group)), dtype=torch.float32, device=x.device)
             out_quant = g.OUT_FP8_GROUP
         elif p.fuse_static_quant:
+            if qc.a2.scale is None:
+                raise ValueError(f"quant_config.a2.scale: scheme {self.config.scheme.name} needs the static a2 scale, got None")
             inter_scale = qc.a2.scale.reshape(1).to(torch.float32)
             out_quant = g.OUT_FP8_STATIC
-        g.moe_gemm(
+        gemm(
             a1, w.w13, inter, config=cfg.w13, n=i, routing=r13, expert_num_tokens=expert_num_tokens,
-            a_row_div=a_row_div, gated=self.config.is_gated, activation=self.activation,
+            a_row_div=a_row_div, gated=bool(self.config.is_gated), activation=self.activation,
             swiglu_alpha=self.swiglu_alpha, swiglu_limit=self.swiglu_limit, a_scale=a1_scale,
             b_scale=w.get("w13_scale"), b_zero_point=w.get("w13_zero_point"), bias=w.get("w13_bias"),
             topk_weights=topk_weights if on_input else None, weight_before_bias=True,
-            out_quant=out_quant, out_scale=inter_scale, out_group=p.group, **common)
+            out_quant=out_quant, out_scale=inter_scale, out_group=p.group)
         a2 = inter[0]
         a2_scale = inter_scale
         if p.act_dtype is not None and not (fuse_group or p.fuse_static_quant):
@@ -171,11 +173,10 @@ class _TritonBase(ExpertsModular):
         split = cfg.w2.split_k
         out_dtype = torch.float32 if split > 1 else x.dtype
         out = torch.empty((split, rows_out, h), dtype=out_dtype, device=x.device)
-        g.moe_gemm(
+        gemm(
             a2, w.w2, out, config=cfg.w2, n=h, routing=r2, expert_num_tokens=expert_num_tokens, a_row_div=1,
             a_scale=a2_scale, b_scale=w.get("w2_scale"), b_zero_point=w.get("w2_zero_point"),
-            bias=w.get("w2_bias"), topk_weights=None if on_input else topk_weights, weight_before_bias=False,
-            **common)
+            bias=w.get("w2_bias"), topk_weights=None if on_input else topk_weights, weight_before_bias=False)
         return out
 
     def workspace_shapes(self, num_tokens: int) -> dict[str, tuple[int, ...]]:
@@ -206,6 +207,8 @@ class TritonExperts(_TritonBase):
         cfg = self.configs_for(t, hidden.device)
         e = self.config.num_local_experts
         ids = topk_ids if topk_ids.dtype == torch.int32 else topk_ids.to(torch.int32)
+        r13: AlignedRouting | DirectRouting
+        r2: AlignedRouting | DirectRouting
         if t == 1:  # one token: its K experts are distinct, nothing to group
             r13 = r2 = DirectRouting(ids.reshape(-1), expert_map, k)
         else:

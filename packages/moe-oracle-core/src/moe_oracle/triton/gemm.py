@@ -397,6 +397,7 @@ def moe_gemm(
     bm, bn, bk = config.block_m, config.block_n, config.block_k
     kd = a.shape[1]
     direct = isinstance(routing, DirectRouting)
+    expert_map = routing.expert_map if isinstance(routing, DirectRouting) else None
     if isinstance(routing, DirectRouting):
         num_m = routing.num_pairs
         max_tokens, num_pairs = 0, routing.num_pairs
@@ -428,10 +429,10 @@ def moe_gemm(
         a_s, b_s, b_z, bias if bias is not None else dummy, topk_weights if topk_weights is not None else dummy,
         out_scale if out_scale is not None else dummy,
         routing.sorted_ids if isinstance(routing, AlignedRouting) else dummy,
-        routing.topk_ids if direct else routing.block_expert if routing is not None else dummy,
+        routing.topk_ids if isinstance(routing, DirectRouting) else routing.block_expert if routing is not None else dummy,
         routing.num_padded if isinstance(routing, AlignedRouting) else dummy,
         expert_num_tokens if expert_num_tokens is not None else dummy,
-        routing.expert_map if direct and routing.expert_map is not None else dummy,
+        expert_map if expert_map is not None else dummy,
         n, kd, num_pairs, max_tokens, k_per_split,
         a.stride(0), a.stride(1), b.stride(0), b.stride(1), b.stride(2), c.stride(0), c.stride(1), c.stride(2),
         *_strides2(a_s, a_quant in (A_TOKEN, A_GROUP)),
@@ -439,7 +440,7 @@ def moe_gemm(
         *((bias.stride(0), bias.stride(1)) if bias is not None else (0, 0)),
         *_strides2(out_scale, out_quant == OUT_FP8_GROUP),
         A_ROW_DIV=a_row_div, BATCHED=routing is None, DIRECT=direct,
-        HAS_MAP=direct and routing.expert_map is not None, GATED=gated, ACTIVATION=activation,
+        HAS_MAP=expert_map is not None, GATED=gated, ACTIVATION=activation,
         SWIGLU_ALPHA=float(swiglu_alpha), SWIGLU_LIMIT=float(swiglu_limit),
         MUL_ROUTED_WEIGHT=topk_weights is not None, WEIGHT_BEFORE_BIAS=weight_before_bias,
         HAS_BIAS=bias is not None, A_QUANT=a_quant, B_QUANT=b_quant, B_INT4=b_int4,
