@@ -69,7 +69,8 @@ def test_refuses_weights_of_another_backend_or_without_packing() -> None:
     config = MoEConfig(**BASE)
     weights = random_weights(config, seed=0)
     quant = oracle_for(config).make_quant_config(config, weights)
-    with pytest.raises(WeightError, match=r"weights: expected weights converted for 'cpu_grouped', got backend 'reference'"):
+    with pytest.raises(WeightError, match=r"weights: expected weights converted for 'cpu_grouped', "
+                                          r"got backend 'reference' layout 'canonical'"):
         GroupedExperts(config, quant, canonical_kernel_weights(weights, config, backend="reference"))
     with pytest.raises(WeightError, match=r"weights.extras: expected oneDNN-packed experts .*got layout 'canonical'"):
         GroupedExperts(config, quant, canonical_kernel_weights(weights, config, backend="cpu_grouped"))

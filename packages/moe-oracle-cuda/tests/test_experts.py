@@ -331,8 +331,8 @@ def test_experts_refuse_weights_converted_for_another_backend() -> None:
     weights = canonical_kernel_weights(random_weights(config, seed=0), config, backend="reference")
     qc = oracle_for(config).make_quant_config(config, weights)
     for cls, backend in ((FlashInferCutlassExperts, FIC), (FlashInferTrtllmExperts, FIT)):
-        with pytest.raises(WeightError, match=f"weights: expected weights converted for {backend}, "
-                                              f"got weights for 'reference'"):
+        with pytest.raises(WeightError, match=f"weights: expected weights converted for '{backend}', "
+                                              f"got backend 'reference' layout 'canonical'"):
             cls(config, qc, weights)
 
 

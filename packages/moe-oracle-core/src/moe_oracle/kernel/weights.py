@@ -88,6 +88,15 @@ class KernelWeights:
     def get(self, name: str) -> torch.Tensor | None:
         return self.tensors.get(name)
 
+    def require(self, backend: str, layout: str | None = None) -> None:
+        """Raise ``WeightError`` unless these were converted for ``backend`` (in ``layout``): experts
+        call it first, so weights in another backend's layout never reach a kernel."""
+        if self.backend != backend or (layout is not None and self.layout != layout):
+            from moe_oracle.errors import WeightError
+
+            want = f"weights converted for {backend!r}" + (f" in layout {layout!r}" if layout else "")
+            raise WeightError("weights", want, f"backend {self.backend!r} layout {self.layout!r}")
+
     def __repr__(self) -> str:
         shapes = ", ".join(f"{k}={tuple(v.shape)}" for k, v in self.tensors.items())
         return f"<KernelWeights backend={self.backend!r} layout={self.layout!r} {shapes}>"

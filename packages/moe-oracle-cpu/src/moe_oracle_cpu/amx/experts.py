@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import torch
 
 from moe_oracle.config.moe import MoEConfig
-from moe_oracle.errors import ConfigError, WeightError
+from moe_oracle.errors import ConfigError
 from moe_oracle.kernel.modular import ExpertsModular
 from moe_oracle.kernel.quant_config import QuantConfig
 from moe_oracle.kernel.weights import KernelWeights
@@ -33,9 +33,7 @@ class AmxExperts(ExpertsModular):
 
     def __init__(self, config: MoEConfig, quant_config: QuantConfig, weights: KernelWeights) -> None:
         super().__init__(config, quant_config, weights)
-        if weights.backend != BACKEND or weights.layout != LAYOUT:
-            raise WeightError("weights", f"backend {BACKEND!r} layout {LAYOUT!r}",
-                              f"backend {weights.backend!r} layout {weights.layout!r}")
+        weights.require(BACKEND, LAYOUT)
         op, missing = find_op()
         if op is None:
             raise ConfigError("backend", f"cpu_amx needs {missing}")

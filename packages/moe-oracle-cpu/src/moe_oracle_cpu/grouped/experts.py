@@ -72,8 +72,7 @@ class GroupedExperts(ExpertsModular):
 
     def __init__(self, config: MoEConfig, quant_config: QuantConfig, weights: KernelWeights) -> None:
         super().__init__(config, quant_config, weights)
-        if weights.backend != BACKEND:
-            raise WeightError("weights", f"weights converted for {BACKEND!r}", f"backend {weights.backend!r}")
+        weights.require(BACKEND)
         self.dtype = compute_dtype(config)
         self.packed = packs(config)
         if self.packed and "w2" not in weights.extras:

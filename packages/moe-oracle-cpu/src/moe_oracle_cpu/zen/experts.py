@@ -18,7 +18,7 @@ from typing import ClassVar
 import torch
 
 from moe_oracle.config.moe import MoEConfig
-from moe_oracle.errors import ConfigError, WeightError
+from moe_oracle.errors import ConfigError
 from moe_oracle.kernel.modular import ExpertsModular
 from moe_oracle.kernel.quant_config import QuantConfig
 from moe_oracle.kernel.weights import KernelWeights
@@ -37,8 +37,7 @@ class ZentorchExperts(ExpertsModular):
 
     def __init__(self, config: MoEConfig, quant_config: QuantConfig, weights: KernelWeights) -> None:
         super().__init__(config, quant_config, weights)
-        if weights.backend != BACKEND:
-            raise WeightError("weights", f"weights converted for {BACKEND!r}", f"backend {weights.backend!r}")
+        weights.require(BACKEND)
         try:
             import zentorch  # noqa: F401  (registers torch.ops.zentorch)
         except ImportError as exc:

@@ -16,7 +16,6 @@ from typing import ClassVar
 import torch
 
 from moe_oracle.config.moe import MoEConfig
-from moe_oracle.errors import WeightError
 from moe_oracle.kernel.modular import ExpertsModular
 from moe_oracle.kernel.quant_config import QuantConfig
 from moe_oracle.kernel.weights import KernelWeights
@@ -122,8 +121,7 @@ class FlashInferCutlassExperts(ExpertsModular):
 
     def __init__(self, config: MoEConfig, quant_config: QuantConfig, weights: KernelWeights) -> None:
         super().__init__(config, quant_config, weights)
-        if weights.backend != BACKEND:
-            raise WeightError("weights", f"weights converted for {BACKEND}", f"weights for {weights.backend!r}")
+        weights.require(BACKEND)
         self.sizes = Sizes.from_extras(config, weights.extras)
         self.scheme = config.scheme.base_name
         self.scales = cutlass_quant_scales(weights)

@@ -56,9 +56,7 @@ class AiterExperts(ExpertsModular):
     def __init__(self, config: MoEConfig, quant_config: QuantConfig, weights: KernelWeights) -> None:
         super().__init__(config, quant_config, weights)
         scheme = config.scheme.base_name
-        if weights.backend != BACKEND or weights.layout != LAYOUTS.get(scheme):
-            raise WeightError("weights", f"backend 'aiter' layout {LAYOUTS.get(scheme)!r} for scheme {scheme}",
-                              f"backend {weights.backend!r} layout {weights.layout!r}")
+        weights.require(BACKEND, LAYOUTS[scheme])
         if config.activation not in ACTIVATION_TYPES:
             raise WeightError("config.activation", f"one of {', '.join(ACTIVATION_TYPES)}", config.activation)
         self.quant_type = QUANT_TYPES[scheme]

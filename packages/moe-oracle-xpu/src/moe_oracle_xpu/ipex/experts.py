@@ -15,7 +15,7 @@ from typing import ClassVar
 import torch
 
 from moe_oracle.config.moe import MoEConfig
-from moe_oracle.errors import InputError, WeightError
+from moe_oracle.errors import InputError
 from moe_oracle.kernel.modular import ExpertsMonolithic
 from moe_oracle.kernel.quant_config import QuantConfig
 from moe_oracle.kernel.weights import KernelWeights
@@ -38,9 +38,7 @@ class IpexExperts(ExpertsMonolithic):
 
     def __init__(self, config: MoEConfig, quant_config: QuantConfig, weights: KernelWeights) -> None:
         super().__init__(config, quant_config, weights)
-        if weights.backend != BACKEND or weights.layout != LAYOUT:
-            raise WeightError("weights", f"backend {BACKEND!r} layout {LAYOUT!r}",
-                              f"backend {weights.backend!r} layout {weights.layout!r}")
+        weights.require(BACKEND, LAYOUT)
         ipex = load_ipex()
         self.module = ipex.llm.modules.GatedMLPMOE(W13=weights.w13, W2=weights.w2, use_prepack=True)
 

@@ -19,7 +19,7 @@ from typing import ClassVar
 import torch
 
 from moe_oracle.config.moe import MoEConfig
-from moe_oracle.errors import InputError, WeightError
+from moe_oracle.errors import InputError
 from moe_oracle.kernel.modular import ExpertsModular
 from moe_oracle.kernel.quant_config import QuantConfig
 from moe_oracle.kernel.weights import KernelWeights
@@ -46,9 +46,7 @@ class XpuExperts(ExpertsModular):
     def __init__(self, config: MoEConfig, quant_config: QuantConfig, weights: KernelWeights) -> None:
         super().__init__(config, quant_config, weights)
         scheme = config.scheme.base_name
-        if weights.backend != BACKEND or weights.layout != LAYOUTS.get(scheme):
-            raise WeightError("weights", f"backend 'xpu' layout {LAYOUTS.get(scheme)!r} for scheme {scheme}",
-                              f"backend {weights.backend!r} layout {weights.layout!r}")
+        weights.require(BACKEND, LAYOUTS[scheme])
         t = weights.tensors
         clamp = config.swiglu_limit if config.activation in ("silu", "gelu") else None
         self.fused = load_interface().XpuFusedMoe(
