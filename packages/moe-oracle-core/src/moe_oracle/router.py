@@ -26,8 +26,7 @@ import torch
 from moe_oracle.config.moe import MoEConfig
 from moe_oracle.config.routing import RoutingConfig
 from moe_oracle.errors import InputError
-
-_FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+from moe_oracle.kernel.inputs import FLOAT_DTYPES
 
 
 class RouterOutput(NamedTuple):
@@ -160,7 +159,7 @@ def _checked_logits(router_logits: object, num_experts: int | None, k: int) -> t
     e = "E" if num_experts is None else str(num_experts)
     if router_logits.dim() != 2 or (num_experts is not None and router_logits.shape[1] != num_experts):
         raise InputError("router_logits", f"shape [T, {e}]", f"shape {list(router_logits.shape)}")
-    if router_logits.dtype not in _FLOAT_DTYPES:
+    if router_logits.dtype not in FLOAT_DTYPES:
         raise InputError("router_logits", "dtype float32/bfloat16/float16",
                          f"dtype {str(router_logits.dtype).removeprefix('torch.')}")
     if k > router_logits.shape[1]:
@@ -193,7 +192,7 @@ def _checked_bias(bias: object, routing: RoutingConfig, num_experts: int,
         raise InputError("score_correction_bias", f"a [{num_experts}] tensor", type(bias).__name__)
     if tuple(bias.shape) != (num_experts,):
         raise InputError("score_correction_bias", f"shape [{num_experts}]", f"shape {list(bias.shape)}")
-    if bias.dtype not in _FLOAT_DTYPES:
+    if bias.dtype not in FLOAT_DTYPES:
         raise InputError("score_correction_bias", "dtype float32/bfloat16/float16",
                          f"dtype {str(bias.dtype).removeprefix('torch.')}")
     if device is not None and bias.device != device:
