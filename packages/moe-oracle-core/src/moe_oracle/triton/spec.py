@@ -53,22 +53,11 @@ def _fp8_hardware(config: MoEConfig, platform: Platform) -> Support:
     return Support.yes()
 
 
-def _with_note(first: Check, second: Check) -> Check:
-    """Run ``first`` then ``second``; keep ``first``'s note (the interpreter) when both pass."""
-
-    def fn(config: MoEConfig, platform: Platform) -> Support:
-        a = first(config, platform)
-        if not a.ok:
-            return a
-        b = second(config, platform)
-        return b if not b.ok else a
-
-    return Check(f"{first.describe}; {second.describe}", fn)
-
-
 RUNS_HERE = Check("a GPU, or cpu with TRITON_INTERPRET=1", _runs_here)
 FP8_HARDWARE = Check("fp8: capability >= 8.9 on cuda, gfx9/gfx12 on rocm", _fp8_hardware)
-_CHECKS = (_with_note(RUNS_HERE, FP8_HARDWARE),)
+# ``BackendSpec.supports`` runs them in order (``support.first_failure``): the first failure, else
+# RUNS_HERE's note (the interpreter) when both pass.
+_CHECKS = (RUNS_HERE, FP8_HARDWARE)
 _INTERPRETER_LAST = PriorityHint(
     rank=CPU_INTERPRETER_RANK, when=on_vendor("cpu"),
     reason="the Triton interpreter is for tests; native CPU experts are far faster",
