@@ -15,10 +15,9 @@ import torch
 import triton
 import triton.language as tl
 
+from moe_oracle.quant.fp8 import FP8_E4M3_MAX
+from moe_oracle.quant.int8 import INT8_MAX
 from moe_oracle.triton.gemm import _round_half_even, _round_to_e4m3_grid
-
-FP8_MAX = 448.0
-INT8_MAX = 127.0
 
 
 @triton.jit
@@ -98,7 +97,7 @@ def _qmax(dtype: torch.dtype) -> tuple[float, bool]:
     if dtype == torch.int8:
         return INT8_MAX, True
     if dtype == torch.float8_e4m3fn:
-        return FP8_MAX, False
+        return FP8_E4M3_MAX, False
     raise ValueError(f"dtype: expected float8_e4m3fn or int8, got {dtype}")
 
 
