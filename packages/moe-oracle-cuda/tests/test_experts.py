@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from moe_oracle import MoEConfig, MoELayer, ParallelConfig, Platform, RoutingConfig
-from moe_oracle.errors import WeightError
+from moe_oracle.errors import InputError, WeightError
 from moe_oracle.kernel.weights import canonical_kernel_weights
 from moe_oracle.oracle import oracle_for
 from moe_oracle.quant import quantize_activation
@@ -334,6 +334,26 @@ def test_experts_refuse_weights_converted_for_another_backend() -> None:
         with pytest.raises(WeightError, match=f"weights: expected weights converted for '{backend}', "
                                               f"got backend 'reference' layout 'canonical'"):
             cls(config, qc, weights)
+
+
+@pytest.mark.parametrize("case", [CASES[7], CASES[13]], ids=["cutlass-padded-h", "trtllm-routed"])
+def test_routed_experts_refuse_mismatched_inputs(fake_flashinfer: Any, case: Case) -> None:
+    """Checked before the kernel sees them, against the caller's H (not the padded H')."""
+    r = run(fake_flashinfer, case)
+    assert r.layer.kernel is not None
+    experts = r.layer.kernel.experts
+    fake_flashinfer.calls.clear()
+    ids, w = r.topk_ids, r.topk_weights
+    with pytest.raises(InputError, match=r"expert_num_tokens: expected None \(flashinfer_\w+ takes the standard"):
+        experts.apply(r.hidden, w, ids, expert_num_tokens=torch.zeros(8, dtype=torch.int32))
+    bad = _pad(r, r.hidden) if r.h_pad != case.h else r.hidden[:, :-1]
+    with pytest.raises(InputError, match=rf"hidden: expected shape \[T, {case.h}\], got shape \[{TOKENS}, {bad.shape[1]}\]"):
+        experts.apply(bad, w, ids)
+    with pytest.raises(InputError, match=rf"topk_ids: expected shape \[{TOKENS}, 2\], got shape \[{TOKENS}, 1\]"):
+        experts.apply(r.hidden, w, ids[:, :1])
+    with pytest.raises(InputError, match="topk_weights: expected dtype float32/bfloat16/float16, got dtype int64"):
+        experts.apply(r.hidden, ids.long(), ids)
+    assert fake_flashinfer.calls == []
 
 
 def test_calling_without_flashinfer_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:

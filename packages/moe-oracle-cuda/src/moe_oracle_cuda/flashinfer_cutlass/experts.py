@@ -21,7 +21,7 @@ from moe_oracle.kernel.quant_config import QuantConfig
 from moe_oracle.kernel.weights import KernelWeights
 from moe_oracle.quant import quantize_activation
 from moe_oracle_cuda.activation import activation_type
-from moe_oracle_cuda.flashinfer_api import enum_value, fused_moe_module
+from moe_oracle_cuda.flashinfer_api import check_routed_args, enum_value, fused_moe_module
 from moe_oracle_cuda.flashinfer_cutlass.converter import BACKEND
 from moe_oracle_cuda.layouts import pad_to, swizzle_128x4
 from moe_oracle_cuda.padding import Sizes
@@ -132,8 +132,12 @@ class FlashInferCutlassExperts(ExpertsModular):
         """Return ``[T, H]`` in ``hidden.dtype`` (a new tensor).
 
         hidden ``[T, H]`` bf16/fp16; topk_weights ``[T, K]`` float32; topk_ids ``[T, K]`` global
-        expert ids; expert_map is implied by (ep_size, ep_rank) and not read.
+        expert ids; expert_map is implied by (ep_size, ep_rank) and not read; expert_num_tokens
+        must be None (standard format). Raises ``InputError`` naming a mismatched argument.
         """
+        check_routed_args(hidden=hidden, topk_weights=topk_weights, topk_ids=topk_ids,
+                          expert_num_tokens=expert_num_tokens, hidden_size=self.sizes.h, top_k=self.config.top_k,
+                          dtype=self.config.dtype, who=BACKEND)
         fm = fused_moe_module()
         t, p = self.weights.tensors, self.config.parallel
         x = pad_to(hidden, dim=1, size=self.sizes.h_pad) if self.sizes.h_pad != self.sizes.h else hidden

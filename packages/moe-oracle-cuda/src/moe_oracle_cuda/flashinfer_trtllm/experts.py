@@ -32,7 +32,7 @@ from moe_oracle.kernel.quant_config import QuantConfig
 from moe_oracle.kernel.weights import KernelWeights
 from moe_oracle.quant import quantize_activation
 from moe_oracle_cuda.activation import activation_type
-from moe_oracle_cuda.flashinfer_api import enum_value, first_output, fused_moe_module, pack_topk
+from moe_oracle_cuda.flashinfer_api import check_routed_args, enum_value, first_output, fused_moe_module, pack_topk
 from moe_oracle_cuda.flashinfer_trtllm.converter import BACKEND
 from moe_oracle_cuda.flashinfer_trtllm.routing import routing_method, uses_routed_kernel
 from moe_oracle_cuda.layouts import pad_to
@@ -154,7 +154,11 @@ class TrtllmRoutedExperts(FlashInferTrtllmExperts, ExpertsModular):
               expert_map: torch.Tensor | None = None,
               expert_num_tokens: torch.Tensor | None = None) -> torch.Tensor:
         """Return ``[T, H]`` bf16 (new). topk ``[T, K]`` global ids and float32 weights; local experts
-        from ``ep_rank`` (expert_map is implied and not read)."""
+        from ``ep_rank`` (expert_map is implied and not read); expert_num_tokens must be None
+        (standard format). Raises ``InputError`` naming a mismatched argument."""
+        check_routed_args(hidden=hidden, topk_weights=topk_weights, topk_ids=topk_ids,
+                          expert_num_tokens=expert_num_tokens, hidden_size=self.sizes.h, top_k=self.config.top_k,
+                          dtype=self.config.dtype, who=BACKEND)
         routing: dict[str, Any] = {
             "topk_ids": pack_topk(topk_ids, topk_weights), "n_group": None, "topk_group": None,
             "routed_scaling_factor": None, "routing_method_type": enum_value(self.fm, "RoutingMethodType", "TopK"),
