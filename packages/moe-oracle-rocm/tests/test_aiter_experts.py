@@ -214,3 +214,18 @@ def test_hidden_padding_is_zero_and_sliced_off(fake_aiter: Callable[..., Any]) -
     out = layer(hidden, logits)
     assert seen[0].shape == (3, 256) and torch.equal(seen[0][:, :96], hidden) and not seen[0][:, 96:].any()
     assert torch.equal(out, hidden * 2)
+
+
+def test_experts_refuse_an_activation_aiter_lacks() -> None:
+    """The spec rejects relu2 at selection; building the experts directly says so too, as a config error."""
+    from moe_oracle.errors import ConfigError
+    from moe_oracle.kernel.quant_config import QuantConfig
+    from moe_oracle.kernel.weights import KernelWeights
+    from moe_oracle_rocm.aiter.converter import LAYOUTS
+    from moe_oracle_rocm.aiter.experts import AiterExperts
+
+    config = MoEConfig(num_experts=4, top_k=2, hidden_size=64, intermediate_size=32, activation="relu2")
+    w = random_weights(config, seed=0)
+    weights = KernelWeights(backend="aiter", config=config, tensors={"w13": w.w13, "w2": w.w2}, layout=LAYOUTS["bf16"])
+    with pytest.raises(ConfigError, match=r"^activation: aiter runs silu/gelu/swigluoai, got 'relu2' \(allowed: "):
+        AiterExperts(config, QuantConfig(scheme=config.scheme), weights)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from moe_oracle.config.moe import MoEConfig
-from moe_oracle.errors import InputError, WeightError
+from moe_oracle.errors import ConfigError, InputError, WeightError
 from moe_oracle.kernel.modular import ExpertsModular
 from moe_oracle.kernel.quant_config import QuantConfig
 from moe_oracle.kernel.weights import KernelWeights
@@ -58,7 +58,8 @@ class AiterExperts(ExpertsModular):
         scheme = config.scheme.base_name
         weights.require(BACKEND, LAYOUTS[scheme])
         if config.activation not in ACTIVATION_TYPES:
-            raise WeightError("config.activation", f"one of {', '.join(ACTIVATION_TYPES)}", config.activation)
+            raise ConfigError("activation", f"aiter runs {'/'.join(ACTIVATION_TYPES)}, got {config.activation!r}",
+                              allowed=ACTIVATION_TYPES)
         self.quant_type = QUANT_TYPES[scheme]
         self.activation_type = ACTIVATION_TYPES[config.activation]
         self._check_fp8_format()
