@@ -38,7 +38,6 @@ from moe_oracle_cuda.flashinfer_trtllm.routing import routing_method, uses_route
 from moe_oracle_cuda.layouts import pad_to
 from moe_oracle_cuda.padding import Sizes
 
-FP4_SCHEMES = ("nvfp4", "mxfp4", "mxfp4_a8")
 _MONOLITHIC = {"bf16": "trtllm_bf16_moe", "fp8_tensor_static": "trtllm_fp8_per_tensor_scale_moe",
                "fp8_block": "trtllm_fp8_block_scale_moe", "nvfp4": "trtllm_fp4_block_scale_moe",
                "mxfp4": "trtllm_fp4_block_scale_moe", "mxfp4_a8": "trtllm_fp4_block_scale_moe"}
