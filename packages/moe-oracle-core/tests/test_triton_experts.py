@@ -164,6 +164,17 @@ def test_batched_experts_need_token_counts() -> None:
         experts.apply(hidden, torch.ones(3, 2), ids)
 
 
+@pytest.mark.parametrize(("cls", "backend"), [(TritonExperts, "triton"), (BatchedTritonExperts, "batched_triton")])
+def test_experts_refuse_weights_converted_for_another_backend(cls: type, backend: str) -> None:
+    from moe_oracle import WeightError
+
+    config = MoEConfig(num_experts=4, top_k=2, hidden_size=64, intermediate_size=48, dtype=torch.float16)
+    other = "batched_triton" if backend == "triton" else "triton"
+    with pytest.raises(WeightError, match=rf"weights: expected weights converted for '{backend}' in layout "
+                                          rf"'canonical', got backend '{other}' layout 'canonical'"):
+        _experts(config, random_weights(config, seed=0), cls, other)
+
+
 def test_moe_layer_runs_on_cpu_with_the_interpreter() -> None:
     """With TRITON_INTERPRET=1 the detected CPU platform accepts triton and MoELayer runs it."""
     from moe_oracle import MoELayer

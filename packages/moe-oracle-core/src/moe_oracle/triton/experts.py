@@ -76,7 +76,10 @@ def _device_name(device: torch.device) -> str:
 
 
 class _TritonBase(ExpertsModular):
+    backend: ClassVar[str]  # the registered name whose (canonical) weights these experts take
+
     def __init__(self, config: MoEConfig, quant_config: QuantConfig, weights: KernelWeights) -> None:
+        weights.require(self.backend, "canonical")
         super().__init__(config, quant_config, weights)
         self.plan = _plan(config)
         from moe_oracle.triton.gemm import ACTIVATION_CODES
@@ -189,6 +192,7 @@ class TritonExperts(_TritonBase):
     """Triton fused MoE over the standard format: ``hidden`` [T, H] with routed pairs [T, K]."""
 
     activation_format: ClassVar[str] = "standard"
+    backend: ClassVar[str] = "triton"
 
     def apply(self, hidden: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor, *,
               expert_map: torch.Tensor | None = None,
@@ -230,6 +234,7 @@ class BatchedTritonExperts(_TritonBase):
     router weight (the batched finalize applies it and combines)."""
 
     activation_format: ClassVar[str] = "batched"
+    backend: ClassVar[str] = "batched_triton"
 
     def apply(self, hidden: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor, *,
               expert_map: torch.Tensor | None = None,
