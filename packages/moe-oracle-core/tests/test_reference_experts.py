@@ -313,3 +313,13 @@ def test_missing_static_scale_fails_on_construction() -> None:
     del weights["w2_scale"]
     with pytest.raises(WeightError, match=r"w2_scale: expected a tensor with shape \[8\] dtype float32"):
         ReferenceExperts(config, quant_config, KernelWeights(backend="reference", config=config, tensors=weights))
+
+
+def test_weights_in_another_layout_fail_on_construction() -> None:
+    config = make_config()
+    tensors = dict(random_weights(config, seed=0).items())
+    kernel_weights = KernelWeights(backend="reference", config=config, tensors=tensors, layout="w31")
+    quant_config = oracle_for(config).make_quant_config(config, kernel_weights)
+    with pytest.raises(WeightError, match=r"weights: expected the canonical layout \(the reference converts "
+                                          r"nothing\), got layout 'w31'"):
+        ReferenceExperts(config, quant_config, kernel_weights)

@@ -161,6 +161,7 @@ class ReferenceExperts(ExpertsModular):
         return dequantize_weights(scheme, data[e:e + 1], scale=one(desc.scale), zero_point=one(desc.zero_point),
                                   global_scale=one(desc.global_scale))[0]
 
+
 def _activation(config: MoEConfig, h: torch.Tensor) -> torch.Tensor:
     """``[M, N]`` -> ``[M, I]``: the activation of ``config``, in float32 (see the module docstring)."""
     if not config.is_gated:
