@@ -4,6 +4,7 @@ Triton backends' specs (vendors, interpreter, fp8 hardware)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,21 @@ def test_nearest_token_count_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert get_configs(config, 3, DEVICE).w13 == TritonConfig(**small)
     assert get_configs(config, 900, DEVICE).w2 == TritonConfig(**large)
     assert get_configs(config, 64, "NVIDIA A100") == default_configs(config, 64)
+
+
+@pytest.mark.parametrize(("entry", "why"), [
+    ({"w13": {"block_m": 16, "block_n": 32, "block_k": 64}}, "KeyError: 'w2'"),
+    ({"w13": {"block_m": 24, "block_n": 32, "block_k": 64}, "w2": {"block_m": 16, "block_n": 32, "block_k": 64}},
+     "ValueError: TritonConfig.block_m: expected a power of two in [16, 256], got 24"),
+])
+def test_malformed_tuned_file_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             entry: dict[str, object], why: str) -> None:
+    config = MoEConfig(num_experts=8, top_k=2, hidden_size=256, intermediate_size=384)
+    (tmp_path / file_name_for(config, DEVICE)).write_text(json.dumps({"configs": {"1": entry}}))
+    monkeypatch.setenv(configs.ENV_DIR, str(tmp_path))
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / file_name_for(config, DEVICE)}: expected a tuned "
+                                                   f"config file {configs._FILE_SHAPE}, got {why}")):
+        get_configs(config, 1, DEVICE)
 
 
 def test_environment_directory_comes_before_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

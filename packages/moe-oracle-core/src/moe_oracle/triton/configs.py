@@ -30,6 +30,7 @@ logger = logging.getLogger("moe_oracle")
 ENV_DIR = "MOE_ORACLE_TRITON_CONFIG_DIR"
 ENTRY_POINT_GROUP = "moe_oracle.triton_configs"
 GEMMS = ("w13", "w2")
+_FILE_SHAPE = '{"configs": {"<M>": {"w13": {<TritonConfig>}, "w2": {<TritonConfig>}}}}'
 
 
 def _pow2(name: str, value: int, low: int, high: int) -> None:
@@ -126,9 +127,13 @@ def _load(name: str, dirs: tuple[Path, ...]) -> dict[int, LayerConfigs] | None:
     for d in dirs:
         path = d / name
         if path.is_file():
-            data = json.loads(path.read_text())
-            return {int(m): LayerConfigs(*(TritonConfig.from_dict(entry[g]) for g in GEMMS))
-                    for m, entry in data["configs"].items()}
+            try:
+                data = json.loads(path.read_text())
+                return {int(m): LayerConfigs(*(TritonConfig.from_dict(entry[g]) for g in GEMMS))
+                        for m, entry in data["configs"].items()}
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:  # JSONDecodeError is a ValueError
+                raise ValueError(f"{path}: expected a tuned config file {_FILE_SHAPE}, "
+                                 f"got {type(exc).__name__}: {exc}") from exc
     return None
 
 
