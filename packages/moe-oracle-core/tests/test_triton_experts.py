@@ -190,3 +190,21 @@ def test_moe_layer_runs_on_cpu_with_the_interpreter() -> None:
     topk_weights, topk_ids = route(logits, config)
     expected = reference_moe(config, weights, hidden, topk_weights, topk_ids)
     assert_close(layer(hidden, logits), expected, config=config, name="MoELayer(triton)")
+
+
+def test_routed_inputs_are_checked_without_reading_values() -> None:
+    """Shapes, dtypes and devices raise InputError before any launch; ids are not range-checked
+    here (that would synchronize and break CUDA-graph capture; MoELayer checks them)."""
+    from moe_oracle import InputError
+
+    config = MoEConfig.preset("tiny", dtype="fp32", hidden_size=64, intermediate_size=32)
+    weights = random_weights(config, seed=0)
+    hidden, logits = random_inputs(config, T, seed=1)
+    topk_weights, topk_ids = route(logits, config)
+    experts = _experts(config, weights)
+    with pytest.raises(InputError, match=r"^hidden: expected shape \[T, 64\], got shape \[5, 32\]$"):
+        experts.apply(hidden[:, :32], topk_weights, topk_ids)
+    with pytest.raises(InputError, match=r"^topk_weights: expected dtype float32, got dtype float16$"):
+        experts.apply(hidden, topk_weights.half(), topk_ids)
+    with pytest.raises(InputError, match=r"^expert_num_tokens: expected None \(the triton experts take the standard"):
+        experts.apply(hidden, topk_weights, topk_ids, expert_num_tokens=torch.ones(8, dtype=torch.int32))

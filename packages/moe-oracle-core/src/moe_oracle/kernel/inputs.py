@@ -41,9 +41,11 @@ def check_range(name: str, t: torch.Tensor, low: int, high: int, what: str) -> N
 
 def check_routed_inputs(config: MoEConfig, hidden: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor,
                         *, expert_map: torch.Tensor | None, expert_num_tokens: torch.Tensor | None,
-                        who: str) -> None:
+                        who: str, check_values: bool = True) -> None:
     """The standard-format arguments of ``ExpertsModular.apply`` (shapes there); ``who`` names the
-    experts in the message refusing the batched format."""
+    experts in the message refusing the batched format. ``check_values=False`` skips the id range
+    checks, which read values back to the host: GPU experts that must stay capturable in a CUDA
+    graph skip them (``MoELayer`` checks ids before the kernel, outside capture)."""
     if expert_num_tokens is not None:
         raise InputError("expert_num_tokens", f"None ({who} take the standard format)", "a tensor")
     check_tensor("hidden", hidden, ("T", config.hidden_size), (config.dtype,))
@@ -53,6 +55,9 @@ def check_routed_inputs(config: MoEConfig, hidden: torch.Tensor, topk_weights: t
     e, e_local = config.num_experts, config.num_local_experts
     if expert_map is not None:
         check_tensor("expert_map", expert_map, (e,), INDEX_DTYPES, device)
+    if not check_values:
+        return
+    if expert_map is not None:
         check_range("expert_map", expert_map, -1, e_local, "local ids, or -1 for another rank's expert")
         check_range("topk_ids", topk_ids, 0, e, "global expert ids")
     else:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
+from moe_oracle.kernel.inputs import check_routed_inputs
 from moe_oracle.kernel.modular import ExpertsModular
 
 if TYPE_CHECKING:
@@ -205,9 +206,9 @@ class TritonExperts(_TritonBase):
         from moe_oracle.triton.align import DirectRouting, moe_align
         from moe_oracle.triton.gemm import moe_sum
 
+        check_routed_inputs(self.config, hidden, topk_weights, topk_ids, expert_map=expert_map,
+                            expert_num_tokens=expert_num_tokens, who="the triton experts", check_values=False)
         t, k = topk_ids.shape
-        if hidden.dim() != 2 or hidden.shape[0] != t:
-            raise ValueError(f"hidden: expected shape [T={t}, H], got {list(hidden.shape)}")
         cfg = self.configs_for(t, hidden.device)
         e = self.config.num_local_experts
         ids = topk_ids if topk_ids.dtype == torch.int32 else topk_ids.to(torch.int32)
