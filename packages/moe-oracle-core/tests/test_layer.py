@@ -223,3 +223,26 @@ def test_expert_parallel_rank_holds_its_experts_only() -> None:
 def test_config_error_surfaces_at_build() -> None:
     with pytest.raises(ConfigError, match="top_k: 9 exceeds num_experts=8"):
         MoELayer(MoEConfig.preset("tiny", top_k=9))
+
+
+def test_all_to_all_needs_a_dispatcher_at_construction() -> None:
+    config = TINY.replace(parallel=ParallelConfig(ep_size=2, all2all="torch"))
+    with pytest.raises(ConfigError, match=re.escape("parallel.all2all: 'torch' dispatches tokens between ranks: pass "
+                                                    "MoELayer(..., prepare_finalize=<an expert-parallel PrepareFinalize>)")):
+        MoELayer(config, backend="reference", platform=CPU)
+
+
+def test_a_given_dispatcher_is_used() -> None:
+    from moe_oracle import LocalPrepareFinalize
+
+    class Counting(LocalPrepareFinalize):
+        calls = 0
+
+        def prepare(self, hidden, topk_weights, topk_ids):  # type: ignore[no-untyped-def]
+            Counting.calls += 1
+            return super().prepare(hidden, topk_weights, topk_ids)
+
+    layer = MoELayer(TINY, backend="reference", platform=CPU, prepare_finalize=Counting())
+    layer.load_weights(**dict(random_weights(TINY, seed=0).items()))
+    layer(*random_inputs(TINY, 3, seed=1))
+    assert Counting.calls == 1 and layer.kernel is not None and layer.kernel.prepare_finalize is layer.prepare_finalize

@@ -17,10 +17,10 @@ from collections.abc import Iterable
 import torch
 
 from moe_oracle.config.moe import MoEConfig
-from moe_oracle.errors import InputError
+from moe_oracle.errors import ConfigError, InputError
 from moe_oracle.kernel.canonical import validate_canonical
 from moe_oracle.kernel.inputs import FLOAT_DTYPES, INDEX_DTYPES, check_tensor
-from moe_oracle.kernel.modular import FusedMoEKernel
+from moe_oracle.kernel.modular import FusedMoEKernel, PrepareFinalize
 from moe_oracle.kernel.weights import CanonicalWeights, KernelWeights
 from moe_oracle.oracle.report import Selection
 from moe_oracle.oracle.schemes import oracle_for
@@ -42,10 +42,18 @@ class MoELayer(torch.nn.Module):
     """One fused MoE layer on the backend the oracle selects (or ``backend=`` forces)."""
 
     def __init__(self, config: MoEConfig, backend: str | None = None, platform: Platform | None = None, *,
-                 exclude: str | Iterable[str] | None = None, prefer: str | Iterable[str] | None = None) -> None:
+                 exclude: str | Iterable[str] | None = None, prefer: str | Iterable[str] | None = None,
+                 prepare_finalize: PrepareFinalize | None = None) -> None:
+        """``prepare_finalize`` is the expert-parallel dispatcher for ``config.parallel.all2all``; the
+        local one is used when it is ``None``, which only fits configs without all-to-all."""
         super().__init__()
         if not isinstance(config, MoEConfig):
             raise TypeError(f"config must be a MoEConfig, got {type(config).__name__}")
+        if prepare_finalize is None and config.parallel.use_all2all_kernels:
+            raise ConfigError("parallel.all2all", f"{config.parallel.all2all!r} dispatches tokens between ranks: pass "
+                              "MoELayer(..., prepare_finalize=<an expert-parallel PrepareFinalize>); moe-oracle "
+                              "ships only the local one today")
+        self.prepare_finalize = prepare_finalize
         self.config = config
         self.oracle = oracle_for(config)
         self.selection: Selection = self.oracle.select_backend(config, platform, backend=backend,
@@ -101,7 +109,8 @@ class MoELayer(torch.nn.Module):
         converted = KernelWeights(backend=converted.backend, config=converted.config, tensors=converted.tensors,
                                   layout=converted.layout, source=self._load_id, extras=converted.extras)
         quant_config = self.oracle.make_quant_config(converted.config, converted)
-        self.kernel = self.oracle.make_kernel(self.selection, self.config, quant_config, converted)
+        self.kernel = self.oracle.make_kernel(self.selection, self.config, quant_config, converted,
+                                              prepare_finalize=self.prepare_finalize)
         self.kernel_weights = converted
         self.conversions += 1
         self.expert_map = self._make_expert_map(self.canonical.w13.device)
