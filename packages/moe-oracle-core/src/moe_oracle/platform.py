@@ -60,14 +60,15 @@ class Platform:
         ):
             raise ConfigError("platform.capability", f"expected (major, minor), got {self.capability!r}")
 
+    def _key(self) -> tuple[object, ...]:
+        return (self.vendor, self.device_name, self.capability, self.arch, self.features,
+                tuple(sorted(self.libraries.items())), self.simulated, self.triton_interpreter)
+
     def __hash__(self) -> int:
-        return hash((self.vendor, self.device_name, self.capability, self.arch, self.features,
-                     tuple(sorted(self.libraries.items())), self.simulated, self.triton_interpreter))
+        return hash(self._key())
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Platform) and hash(self) == hash(other) and (
-            dict(self.libraries) == dict(other.libraries)
-        )
+        return isinstance(other, Platform) and self._key() == other._key()
 
     def has(self, library: str) -> bool:
         return library in self.libraries

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
@@ -70,14 +71,13 @@ def _matching(pattern: str, names: list[str], target: str) -> list[str]:
 
 
 def _topological(names: list[str], edges: dict[tuple[str, str], PriorityHint],
-                 key: object) -> list[str]:
+                 key: Callable[[str], tuple[int, int]]) -> list[str]:
     succ: dict[str, list[str]] = {n: [] for n in names}
     indegree = dict.fromkeys(names, 0)
     for a, b in edges:
         succ[a].append(b)
         indegree[b] += 1
-    sort_key = key  # type: ignore[assignment]
-    heap = [(sort_key(n), n) for n in names if indegree[n] == 0]  # type: ignore[operator]
+    heap = [(key(n), n) for n in names if indegree[n] == 0]
     heapq.heapify(heap)
     out: list[str] = []
     while heap:
@@ -86,7 +86,7 @@ def _topological(names: list[str], edges: dict[tuple[str, str], PriorityHint],
         for m in succ[n]:
             indegree[m] -= 1
             if indegree[m] == 0:
-                heapq.heappush(heap, (sort_key(m), m))  # type: ignore[operator]
+                heapq.heappush(heap, (key(m), m))
     if len(out) < len(names):
         raise PriorityCycleError(_cycle(set(names) - set(out), succ, edges))
     return out

@@ -12,9 +12,10 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from importlib import metadata
+from types import MappingProxyType
 
 from moe_oracle.errors import RegistryError
 from moe_oracle.spec import BackendSpec, PriorityHint
@@ -46,7 +47,9 @@ class Registry:
         self._hints: list[PriorityHint] = []
         self.failures: list[PluginFailure] = []
         self.generation = next(_generations)
-        self._env: tuple[int, tuple[str, ...]] = (0, ())
+        # Computed from the specs on first use, dropped on every registration.
+        self._environment: tuple[str, ...] | None = None
+        self._libraries: Mapping[str, str] | None = None
 
     def __repr__(self) -> str:
         return f"<Registry backends={list(self._specs)} failures={len(self.failures)}>"
@@ -78,6 +81,7 @@ class Registry:
             self._specs[spec.name] = spec
         self._hints.extend(hints)
         self.generation = next(_generations)
+        self._environment = self._libraries = None
 
     def load_entry_points(self, entry_points: Iterable[metadata.EntryPoint] | None = None) -> None:
         eps = metadata.entry_points(group=ENTRY_POINT_GROUP) if entry_points is None else entry_points
@@ -115,10 +119,17 @@ class Registry:
         return list(self._hints)
 
     def environment_variables(self) -> tuple[str, ...]:
-        """Every variable some spec's checks read, sorted; cached per generation."""
-        if self._env[0] != self.generation:
-            self._env = (self.generation, tuple(sorted({v for s in self._specs.values() for v in s.environment})))
-        return self._env[1]
+        """Every variable some spec's checks read, sorted."""
+        if self._environment is None:
+            self._environment = tuple(sorted({v for s in self._specs.values() for v in s.environment}))
+        return self._environment
+
+    def libraries(self) -> Mapping[str, str]:
+        """Every vendor library some spec needs (import name -> distribution), for detection."""
+        if self._libraries is None:
+            self._libraries = MappingProxyType(
+                {lib: dist for s in self._specs.values() for lib, dist in s.libraries.items()})
+        return self._libraries
 
 
 _lock = threading.Lock()

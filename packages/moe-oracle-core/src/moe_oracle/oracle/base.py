@@ -221,8 +221,7 @@ def _environment(reg: Registry) -> tuple[str | None, ...]:
 
 
 def default_platform(reg: Registry) -> Platform:
-    extra = {lib: dist for spec in reg.specs() for lib, dist in spec.libraries.items()}
-    return Platform.detect(extra)
+    return Platform.detect(reg.libraries())
 
 
 def _freeze(value: str | Iterable[str] | None) -> str | tuple[str, ...] | None:
