@@ -1,27 +1,15 @@
 """``MoEConfig.from_hf``: published config.json files in, every derived field checked."""
 
-import importlib.util
 import json
 import re
 from pathlib import Path
 from typing import Any
 
+import hf_configs as hf
 import pytest
 import torch
 
 from moe_oracle import ConfigError, MoEConfig, ParallelConfig, RoutingConfig
-
-
-def _load_hf_configs() -> Any:
-    """The published configs live in ``hf_configs.py`` beside this file (tests import by path)."""
-    spec = importlib.util.spec_from_file_location("moe_oracle_test_hf_configs", Path(__file__).with_name("hf_configs.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-hf = _load_hf_configs()
 
 SOFTMAX = RoutingConfig()
 DEEPSEEK_V3_ROUTING = RoutingConfig(scoring="sigmoid", num_expert_groups=8, topk_groups=4,

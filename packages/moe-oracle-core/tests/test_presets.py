@@ -1,26 +1,13 @@
 """Presets: each named model equals ``from_hf`` of its published config.json; overrides apply alike."""
 
-import importlib.util
-from pathlib import Path
 from typing import Any
 
+import hf_configs as hf
 import pytest
 import torch
 
 from moe_oracle import ConfigError, MoEConfig, ParallelConfig
 from moe_oracle.config.presets import PRESETS
-
-
-def _load_hf_configs() -> Any:
-    """The published configs live in ``hf_configs.py`` beside this file (tests import by path)."""
-    spec = importlib.util.spec_from_file_location("moe_oracle_test_hf_configs", Path(__file__).with_name("hf_configs.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-hf = _load_hf_configs()
 
 MODEL_CONFIGS: dict[str, dict[str, Any]] = {
     "mixtral-8x7b": hf.MIXTRAL_8X7B,

@@ -9,37 +9,23 @@ checked on the GPU (``tests/gpu/test_triton_gpu.py``). Every case compares the w
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
+import triton_interpreter  # noqa: F401  (skips this module where the interpreter cannot run)
 
-if importlib.util.find_spec("triton") is None:  # importing it here would fix the mode too early
-    pytest.skip("triton is not installed", allow_module_level=True)
-if torch.cuda.is_available():
-    pytest.skip("interpreter tests run on CPU machines; GPUs run tests/gpu", allow_module_level=True)
-from moe_oracle.triton.interpreter import load_interpreted_kernels
-
-_why_not = load_interpreted_kernels()
-if _why_not:
-    pytest.skip(_why_not, allow_module_level=True)
-
-import moe_oracle  # noqa: E402
-from moe_oracle import FusedMoEKernel, MoEConfig, ParallelConfig, Platform, oracle_for  # noqa: E402
-from moe_oracle.kernel.weights import canonical_kernel_weights  # noqa: E402
-from moe_oracle.router import route  # noqa: E402
-from moe_oracle.testing import assert_close, random_inputs, random_weights, reference_moe  # noqa: E402
-from moe_oracle.triton.batched import BatchedPrepareFinalize  # noqa: E402
-from moe_oracle.triton.configs import LayerConfigs, TritonConfig  # noqa: E402
-from moe_oracle.triton.experts import BatchedTritonExperts, TritonExperts  # noqa: E402
+import moe_oracle
+from moe_oracle import FusedMoEKernel, MoEConfig, ParallelConfig, Platform, oracle_for
+from moe_oracle.kernel.weights import canonical_kernel_weights
+from moe_oracle.router import route
+from moe_oracle.testing import assert_close, random_inputs, random_weights, reference_moe
+from moe_oracle.triton.batched import BatchedPrepareFinalize
+from moe_oracle.triton.configs import LayerConfigs, TritonConfig
+from moe_oracle.triton.experts import BatchedTritonExperts, TritonExperts
 
 T = 5
 
 
-@pytest.fixture(autouse=True)
-def _interpret(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The interpreter reads TRITON_INTERPRET while kernels run too."""
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
+pytestmark = pytest.mark.usefixtures("triton_interpret")
 
 
 def _experts(config: MoEConfig, weights, cls=TritonExperts, backend: str = "triton"):

@@ -3,30 +3,16 @@ paths, expert maps), activation quantization against ``moe_oracle.quant``, and t
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
+import triton_interpreter  # noqa: F401  (skips this module where the interpreter cannot run)
 
-if importlib.util.find_spec("triton") is None:  # importing it here would fix the mode too early
-    pytest.skip("triton is not installed", allow_module_level=True)
-if torch.cuda.is_available():
-    pytest.skip("interpreter tests run on CPU machines; GPUs run tests/gpu", allow_module_level=True)
-from moe_oracle.triton.interpreter import load_interpreted_kernels
+from moe_oracle.quant import fp8, int8
+from moe_oracle.triton.align import max_blocks_for, moe_align
+from moe_oracle.triton.gemm import moe_sum
+from moe_oracle.triton.quant import quantize_per_token_group, quantize_rows
 
-_why_not = load_interpreted_kernels()
-if _why_not:
-    pytest.skip(_why_not, allow_module_level=True)
-
-from moe_oracle.quant import fp8, int8  # noqa: E402
-from moe_oracle.triton.align import max_blocks_for, moe_align  # noqa: E402
-from moe_oracle.triton.gemm import moe_sum  # noqa: E402
-from moe_oracle.triton.quant import quantize_per_token_group, quantize_rows  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _interpret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
+pytestmark = pytest.mark.usefixtures("triton_interpret")
 
 
 def _random_ids(t: int, k: int, e: int, seed: int) -> torch.Tensor:
