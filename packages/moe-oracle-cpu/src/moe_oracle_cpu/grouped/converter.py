@@ -1,8 +1,16 @@
-"""``cpu_grouped`` weight layout: canonical tensors, plus oneDNN-packed experts where that is faster.
+"""``cpu_grouped`` weight layout: canonical tensors, plus packed experts where that is faster.
 
 ``tensors`` always holds the canonical tensors unchanged (``w13`` ``[E_l, N, H]``, ``w2``
 ``[E_l, H, I]``, scales, zero points, biases): quantized schemes and fp16 are read from them one
-expert tile at a time. For unquantized bf16 and fp32 (with oneDNN available) ``extras`` adds each
+expert tile at a time. Unquantized bf16 and fp32 experts are also packed, one of two ways:
+
+Layout ``canonical+avx512_panels`` (the native AVX-512 kernels run here: ``experts.runs_native``):
+``extras`` ``"w2_panels"`` and ``"w13_panels"`` hold every expert in 64-column panels
+(``native.pack``: bf16 ``[E_l, N/64, K/2, 64, 2]``, fp32 ``[E_l, N/64, K, 64]``); for plain gated
+silu the w13 panels interleave gate and up rows (``"w13_gate_up_panels"``, ``pack(gate_up=True)``)
+so GEMM1's epilogue computes the activation.
+
+Layout ``canonical+onednn_packed`` otherwise (with oneDNN available): ``extras`` adds each
 expert's weights reordered by ``torch.ops.mkldnn._reorder_linear_weight`` into oneDNN's blocked
 layout (opaque ``torch._mkldnn`` tensors of the same logical shape), consumed by
 ``torch.ops.mkldnn._linear_pointwise``:
@@ -25,7 +33,8 @@ import torch
 
 from moe_oracle.config.moe import MoEConfig
 from moe_oracle.kernel.weights import CanonicalWeights, KernelWeights
-from moe_oracle_cpu.grouped.experts import fuses_gate_up, packs
+from moe_oracle_cpu.grouped import native
+from moe_oracle_cpu.grouped.experts import NATIVE_LAYOUT, fuses_gate_up, native_silu, packs, runs_native
 from moe_oracle_cpu.grouped.spec import BACKEND
 
 PACKED_LAYOUT = "canonical+onednn_packed"
@@ -35,6 +44,9 @@ def convert(weights: CanonicalWeights, config: MoEConfig) -> KernelWeights:
     """Canonical tensors -> ``KernelWeights(backend="cpu_grouped")``; canonical tensors are shared,
     packed copies are new (the inputs are never modified)."""
     tensors = dict(weights.items())
+    if runs_native(config):
+        return KernelWeights(backend=BACKEND, config=config, tensors=tensors, layout=NATIVE_LAYOUT,
+                             extras=_panels(weights, config))
     if not packs(config):
         return KernelWeights(backend=BACKEND, config=config, tensors=tensors, layout="canonical")
     reorder = torch.ops.mkldnn._reorder_linear_weight
@@ -50,11 +62,21 @@ def convert(weights: CanonicalWeights, config: MoEConfig) -> KernelWeights:
     return KernelWeights(backend=BACKEND, config=config, tensors=tensors, layout=PACKED_LAYOUT, extras=extras)
 
 
+def _panels(weights: CanonicalWeights, config: MoEConfig) -> dict[str, torch.Tensor]:
+    if native_silu(config):
+        return {"w13_gate_up_panels": native.pack(weights.w13, gate_up=True), "w2_panels": native.pack(weights.w2)}
+    return {"w13_panels": native.pack(weights.w13), "w2_panels": native.pack(weights.w2)}
+
+
 def to_canonical(weights: KernelWeights) -> CanonicalWeights:
     """The inverse of ``convert``, rebuilt from the packed experts when there are any."""
     tensors = dict(weights.tensors)
     extras = weights.extras
-    if "w2" in extras:
+    if "w2_panels" in extras:
+        gate_up = "w13_gate_up_panels" in extras
+        tensors["w13"] = native.unpack(extras["w13_gate_up_panels" if gate_up else "w13_panels"], gate_up=gate_up)
+        tensors["w2"] = native.unpack(extras["w2_panels"])
+    elif "w2" in extras:
         if "w13" in extras:
             tensors["w13"] = torch.stack([p.to_dense() for p in extras["w13"]])
         else:

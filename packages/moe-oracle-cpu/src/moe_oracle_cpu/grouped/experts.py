@@ -30,6 +30,8 @@ slices, packed where the weights are plain floats.
 
 from __future__ import annotations
 
+import functools
+import logging
 from typing import ClassVar
 
 import torch
@@ -39,20 +41,50 @@ from moe_oracle.errors import WeightError
 from moe_oracle.kernel.modular import ExpertsModular
 from moe_oracle.kernel.quant_config import QuantConfig, QuantDesc
 from moe_oracle.kernel.weights import KernelWeights
+from moe_oracle.platform import Platform
 from moe_oracle_cpu._activation import activate_
 from moe_oracle_cpu._inputs import check_inputs
 from moe_oracle_cpu._routing import ExpertRows, sort_by_expert
 from moe_oracle_cpu._weights import ExpertWeights, bias_in, compute_dtype
+from moe_oracle_cpu.grouped import native
 from moe_oracle_cpu.grouped.spec import BACKEND
 
 # oneDNN post-op (attr, algorithm) of each activation it can fuse into GEMM1.
 _POST_OPS = {"silu": ("swish", ""), "gelu": ("gelu", "none")}
 
 
+NATIVE_LAYOUT = "canonical+avx512_panels"
+_log = logging.getLogger(__name__)
+
+
+def runs_native(config: MoEConfig) -> bool:
+    """Whether the converter packs this config's experts for ``native`` (the AVX-512 C kernels): the
+    config and CPU fit and the kernels build. A build failure is logged once, then oneDNN runs."""
+    if native.unsupported(config, Platform.detect().features):
+        return False
+    error = native.load_error()
+    if error:
+        _warn_once(error)
+    return not error
+
+
+@functools.cache
+def _warn_once(error: str) -> None:
+    _log.warning("cpu_grouped runs oneDNN GEMMs instead of its native kernels: %s", error)
+
+
+def native_silu(config: MoEConfig) -> bool:
+    """Whether the native GEMM1 computes ``silu(gate) * up`` in its epilogue: gated silu without a
+    limit or a w13 bias (both come before the activation)."""
+    return (bool(config.is_gated) and config.activation == "silu" and config.swiglu_limit is None
+            and not config.has_bias)
+
+
 def packs(config: MoEConfig) -> bool:
-    """Whether the converter packs this config's experts for oneDNN (unquantized bf16/fp32)."""
+    """Whether the converter packs this config's experts for oneDNN (unquantized bf16/fp32 without
+    the native kernels)."""
     return (config.scheme.weight is None and config.dtype in (torch.bfloat16, torch.float32)
-            and torch.backends.mkldnn.is_available())
+            and torch.backends.mkldnn.is_available() and not runs_native(config))
 
 
 def fuses_gate_up(config: MoEConfig) -> bool:
@@ -74,10 +106,13 @@ class GroupedExperts(ExpertsModular):
         super().__init__(config, quant_config, weights)
         weights.require(BACKEND)
         self.dtype = compute_dtype(config)
-        self.packed = packs(config)
+        self.native = weights.layout == NATIVE_LAYOUT
+        self.packed = not self.native and packs(config)
         if self.packed and "w2" not in weights.extras:
             raise WeightError("weights.extras", "oneDNN-packed experts (moe_oracle_cpu.grouped.converter.convert)",
                               f"layout {weights.layout!r} without them")
+        if self.native:
+            native.load()  # built by the converter already; raises NativeError if it vanished
         self.w13 = ExpertWeights(config, weights.w13, quant_config.w13)
         self.w2 = ExpertWeights(config, weights.w2, quant_config.w2)
         self.b13 = bias_in(self.dtype, quant_config.w13.bias)                 # [E_l, N] or None
@@ -109,11 +144,42 @@ class GroupedExperts(ExpertsModular):
         rows = sort_by_expert(topk_weights, topk_ids, num_local_experts=config.num_local_experts,
                               expert_map=expert_map)
         out = torch.zeros(hidden.shape[0], config.hidden_size, dtype=self.dtype)  # [T, H]
+        if rows.spans and self.native:
+            return self._native(x.contiguous(), rows).to(hidden.dtype)
         if rows.spans:
             xs = x.index_select(0, rows.token)                                   # [R, H]
             weight = None if config.apply_router_weight_on_input else rows.weight.to(self.dtype)[:, None]  # [R, 1]
             (self._packed if self.packed else self._tiles)(xs, rows, weight, out)
         return out if out.dtype == hidden.dtype else out.to(hidden.dtype)
+
+    def _native(self, x: torch.Tensor, rows: ExpertRows) -> torch.Tensor:
+        """Both projections as one C call each over every expert (``native``); returns the float32
+        ``[T, H]`` sum. GEMM1 reads the token rows of ``x`` ``[T, H]`` through ``rows.token`` and, for
+        plain gated silu, writes ``silu(gate) * up`` ``[R, I]`` from its epilogue; otherwise it adds into
+        a float32 ``[R, N]`` buffer (seeded with ``b13``) and the activation runs in place on that. GEMM2
+        scales each row by its router weight and adds it straight into its token's output row."""
+        config = self.config
+        extras = self.weights.extras
+        spans = torch.tensor(rows.spans, dtype=torch.int64)                      # [S, 3]
+        r = rows.token.shape[0]
+        experts = spans[:, 0].repeat_interleave(spans[:, 2] - spans[:, 1])      # [R] local expert of each row
+        if "w13_gate_up_panels" in extras:
+            a = torch.empty(r, config.intermediate_size_per_partition, dtype=self.dtype)  # [R, I]
+            native.expert_gemm_silu(x, extras["w13_gate_up_panels"], spans, a, rows_in=rows.token)
+        else:
+            h = (torch.zeros(r, config.w13_rows, dtype=torch.float32) if self.b13 is None
+                 else self.b13.float().index_select(0, experts))                  # [R, N]
+            native.expert_gemm(x, extras["w13_panels"], spans, h, rows_in=rows.token)
+            a = activate_(config, h).to(self.dtype)                              # [R, I], row stride N if fp32
+        weight = None if config.apply_router_weight_on_input else rows.weight.float().contiguous()  # [R]
+        out = torch.zeros(x.shape[0], config.hidden_size, dtype=torch.float32)  # [T, H]
+        native.expert_gemm(a, extras["w2_panels"], spans, out, rows_out=rows.token, scale=weight)
+        if self.b2 is not None:
+            # sum_k w[t, k] * b2[e_k] as a [T, E_l] x [E_l, H] product, not a [R, H] buffer.
+            per_expert = torch.zeros(x.shape[0], self.b2.shape[0], dtype=torch.float32)
+            per_expert.index_put_((rows.token, experts), torch.ones(r) if weight is None else weight, accumulate=True)
+            out.addmm_(per_expert, self.b2.float())
+        return out
 
     def _packed(self, xs: torch.Tensor, rows: ExpertRows, weight: torch.Tensor | None, out: torch.Tensor) -> None:
         """One pass over the experts on oneDNN-packed weights; adds into ``out`` ``[T, H]``."""

@@ -21,6 +21,8 @@ GROUPED_SPEC = BackendSpec(
     hints=(PriorityHint(before=("reference",),
                         reason="runs the reference's math with per-expert GEMMs in the compute dtype and "
                                "per-expert dequantization, several times faster than the float32 reference"),),
-    description=("tokens sorted by expert once, per-expert GEMMs on contiguous slices (oneDNN-packed for "
-                 "bf16/fp32, dequantized per expert tile for quantized schemes), top-k sum by index_add"),
+    environment=("MOE_ORACLE_CPU_NATIVE",),
+    description=("tokens sorted by expert once; bf16/fp32: one AVX-512 C call per projection over every expert "
+                 "(silu fused, top-k sum in its epilogue), oneDNN-packed per-expert GEMMs without AVX-512 or a C "
+                 "compiler; quantized schemes: per-expert GEMMs on weights dequantized one expert tile at a time"),
 )

@@ -1,0 +1,234 @@
+/* Expert GEMMs of cpu_grouped on AVX-512: one call runs one projection for every expert with rows.
+ *
+ * Rows are (token, slot) pairs sorted by expert; spans[s] = (expert, start, end) lists each expert's
+ * rows [start, end). Row r reads x[rows_in[r]] (or x[r]), so GEMM1 needs no gathered copy of x.
+ *
+ *   moe_gemm_*:      out[o(r), n] += scale[r] * sum_k x_r[k] W_e[n, k], o(r) = rows_out[r] or r, fp32 out
+ *   moe_gemm_silu_*: act[r, i] = silu(g) * u, g and u the gate and up outputs i of W13_e, in x's dtype
+ *
+ * Weights are packed per expert into column panels of NB = 64 outputs (four zmm of fp32 lanes):
+ *   bf16: [E][N/64][K/2][64][2] (k pairs, for vdpbf16ps)     fp32: [E][N/64][K][64]
+ * so one k step reads 256 contiguous bytes of a panel, and a micro-tile of up to MR rows x 64 columns
+ * keeps 4 * MR accumulators in registers while each x value is broadcast. For the silu kernels, panel b
+ * holds gate rows 32b..32b+31 then up rows I+32b..I+32b+31 of W13, so one tile sees both halves.
+ *
+ * Work split: tasks (span, panel) in memory order, cut into one contiguous run per thread with equal
+ * cost (rows plus PANEL_COST row-equivalents for streaming a panel), so each thread streams its own
+ * part of the weights. With rows_out (scatter), a task is one panel over all spans, so every output
+ * element has one writer (a token's slots go to distinct experts).
+ * moe_gemm_* runs K in blocks of KC so a 64 x KC panel stays in L2 while an expert's rows pass over
+ * it; the silu kernels keep all of K in registers (the activation needs the finished sums).
+ */
+#include <immintrin.h>
+#include <omp.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define NB 64
+#define MR 6
+#define KC 2048
+#define PANEL_COST 8.0
+#define INLINE static inline __attribute__((always_inline))
+
+typedef uint16_t bf16;
+
+/* Accumulate rows x 64 over k in [k0, k1) from row pointers xr; `rows` is a constant after inlining. */
+INLINE void dot_bf16(__m512 acc[MR][4], const bf16* const* xr, const bf16* panel, int k0, int k1, const int rows) {
+  for (int k = k0; k < k1; k += 2) {
+    const bf16* p = panel + (size_t)k * NB;
+    __m512bh w0 = (__m512bh)_mm512_loadu_si512(p), w1 = (__m512bh)_mm512_loadu_si512(p + 32);
+    __m512bh w2 = (__m512bh)_mm512_loadu_si512(p + 64), w3 = (__m512bh)_mm512_loadu_si512(p + 96);
+#pragma GCC unroll 6
+    for (int m = 0; m < rows; m++) {
+      int32_t pair;
+      __builtin_memcpy(&pair, xr[m] + k, sizeof pair);
+      __m512bh xv = (__m512bh)_mm512_set1_epi32(pair);
+      acc[m][0] = _mm512_dpbf16_ps(acc[m][0], xv, w0);
+      acc[m][1] = _mm512_dpbf16_ps(acc[m][1], xv, w1);
+      acc[m][2] = _mm512_dpbf16_ps(acc[m][2], xv, w2);
+      acc[m][3] = _mm512_dpbf16_ps(acc[m][3], xv, w3);
+    }
+  }
+}
+
+INLINE void dot_f32(__m512 acc[MR][4], const float* const* xr, const float* panel, int k0, int k1, const int rows) {
+  for (int k = k0; k < k1; k++) {
+    const float* p = panel + (size_t)k * NB;
+    __m512 w0 = _mm512_loadu_ps(p), w1 = _mm512_loadu_ps(p + 16);
+    __m512 w2 = _mm512_loadu_ps(p + 32), w3 = _mm512_loadu_ps(p + 48);
+#pragma GCC unroll 6
+    for (int m = 0; m < rows; m++) {
+      __m512 xv = _mm512_set1_ps(xr[m][k]);
+      acc[m][0] = _mm512_fmadd_ps(xv, w0, acc[m][0]);
+      acc[m][1] = _mm512_fmadd_ps(xv, w1, acc[m][1]);
+      acc[m][2] = _mm512_fmadd_ps(xv, w2, acc[m][2]);
+      acc[m][3] = _mm512_fmadd_ps(xv, w3, acc[m][3]);
+    }
+  }
+}
+
+/* e^x to about 1 ulp: x = n ln2 + r, |r| <= ln2/2, degree-7 Taylor polynomial, scaled by 2^n. */
+INLINE __m512 exp_ps(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 5040);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
+/* silu(g) * u = g * u / (1 + e^-g) */
+INLINE __m512 silu_mul(__m512 g, __m512 u) {
+  __m512 denominator = _mm512_add_ps(_mm512_set1_ps(1.0f), exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), g)));
+  return _mm512_div_ps(_mm512_mul_ps(g, u), denominator);
+}
+
+INLINE void store_act(bf16* a, __m512 lo, __m512 hi) {
+  _mm256_storeu_si256((__m256i*)a, (__m256i)_mm512_cvtneps_pbh(lo));
+  _mm256_storeu_si256((__m256i*)(a + 16), (__m256i)_mm512_cvtneps_pbh(hi));
+}
+
+INLINE void store_act_f32(float* a, __m512 lo, __m512 hi) {
+  _mm512_storeu_ps(a, lo);
+  _mm512_storeu_ps(a + 16, hi);
+}
+
+/* out[o(r)] += scale[r] * acc for the tile's rows. */
+INLINE void add_tile(__m512 acc[MR][4], const int rows, float* out, long ldo, const int64_t* o, const float* scale) {
+#pragma GCC unroll 6
+  for (int m = 0; m < rows; m++) {
+    float* d = out + o[m] * ldo;
+    __m512 s = _mm512_set1_ps(scale ? scale[m] : 1.0f);
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) _mm512_storeu_ps(d + 16 * j, _mm512_fmadd_ps(acc[m][j], s, _mm512_loadu_ps(d + 16 * j)));
+  }
+}
+
+INLINE void zero_tile(__m512 acc[MR][4], const int rows) {
+#pragma GCC unroll 6
+  for (int m = 0; m < rows; m++)
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) acc[m][j] = _mm512_setzero_ps();
+}
+
+/* Dispatch a tile of `n` (1..MR) rows to a body compiled for that constant. */
+#define FOR_TILE_ROWS(n, BODY, ...)     \
+  switch (n) {                          \
+    case 1: BODY(1, __VA_ARGS__); break;  \
+    case 2: BODY(2, __VA_ARGS__); break;  \
+    case 3: BODY(3, __VA_ARGS__); break;  \
+    case 4: BODY(4, __VA_ARGS__); break;  \
+    case 5: BODY(5, __VA_ARGS__); break;  \
+    default: BODY(6, __VA_ARGS__); break; \
+  }
+
+/* Row pointers and output rows of the tile starting at sorted row r. */
+#define TILE_SETUP(T)                                                         \
+  const T* xr[MR];                                                            \
+  int64_t o[MR];                                                              \
+  int n_rows = end - r < MR ? end - r : MR;                                   \
+  for (int m = 0; m < n_rows; m++) {                                          \
+    xr[m] = x + (rows_in ? rows_in[r + m] : r + m) * ldx;                     \
+    o[m] = rows_out ? rows_out[r + m] : r + m;                                \
+  }
+
+/* Rows [start, end) of one expert against one panel: += into fp32 out. */
+#define DEFINE_PANEL(NAME, T, DOT)                                                                         \
+  static void NAME(const T* x, long ldx, const int64_t* rows_in, const T* panel, int K, int start, int end, \
+                   float* out, long ldo, const int64_t* rows_out, const float* scale) {                    \
+    for (int k0 = 0; k0 < K; k0 += KC) {                                                                   \
+      int k1 = k0 + KC < K ? k0 + KC : K;                                                                  \
+      for (int r = start; r < end; r += MR) {                                                              \
+        TILE_SETUP(T)                                                                                      \
+        const float* sc = scale ? scale + r : NULL;                                                        \
+        __m512 acc[MR][4];                                                                                 \
+        _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"")        \
+        FOR_TILE_ROWS(n_rows, BODY_ADD, DOT)                                                                  \
+        _Pragma("GCC diagnostic pop")                                                                      \
+      }                                                                                                    \
+    }                                                                                                      \
+  }
+#define BODY_ADD(R, DOT) \
+  zero_tile(acc, R); DOT(acc, xr, panel, k0, k1, R); add_tile(acc, R, out, ldo, o, sc)
+
+/* Rows [start, end) of one expert against one gate/up panel: silu(g) * u into act[:, 32b : 32b + 32]. */
+#define DEFINE_PANEL_SILU(NAME, T, DOT, STORE)                                                             \
+  static void NAME(const T* x, long ldx, const int64_t* rows_in, const T* panel, int K, int start, int end, \
+                   T* act, long lda) {                                                                     \
+    const int64_t* rows_out = NULL;                                                                        \
+    for (int r = start; r < end; r += MR) {                                                                \
+      TILE_SETUP(T)                                                                                        \
+      __m512 acc[MR][4];                                                                                   \
+      FOR_TILE_ROWS(n_rows, BODY_SILU, DOT, STORE)                                                                    \
+    }                                                                                                      \
+  }
+#define BODY_SILU(R, DOT, STORE)                                                                    \
+  zero_tile(acc, R);                                                                          \
+  DOT(acc, xr, panel, 0, K, R);                                                               \
+  for (int m = 0; m < R; m++)                                                                 \
+    STORE(act + o[m] * lda, silu_mul(acc[m][0], acc[m][2]), silu_mul(acc[m][1], acc[m][3]))
+
+/* Whether task (span s, panel b) with cumulative cost `before` and cost `c` belongs to this thread. */
+INLINE int mine(double before, double c, double lo, double hi) {
+  double mid = before + c / 2;
+  return mid >= lo && mid < hi;
+}
+
+/* Run BODY(s, b) for this thread's contiguous share of the (span, panel) tasks. */
+#define FOR_MY_TASKS(BODY)                                                                            \
+  {                                                                                                   \
+    int parts = omp_get_num_threads(), part = omp_get_thread_num();                                   \
+    double total = 0, before = 0;                                                                     \
+    for (int s = 0; s < nspans; s++) total += (spans[3 * s + 2] - spans[3 * s + 1] + PANEL_COST) * panels; \
+    double lo = total * part / parts, hi = total * (part + 1) / parts;                                \
+    for (int s = 0; s < nspans && before < hi; s++) {                                                 \
+      double c = spans[3 * s + 2] - spans[3 * s + 1] + PANEL_COST;                                    \
+      for (int b = 0; b < panels; b++, before += c)                                                   \
+        if (mine(before, c, lo, hi)) { BODY; }                                                        \
+    }                                                                                                 \
+  }
+
+#define ARGS_SPAN(s) (int)spans[3 * (s) + 1], (int)spans[3 * (s) + 2]
+#define PANEL_AT(s, b) (w + spans[3 * (s)] * expert_stride + (size_t)(b) * panel_stride)
+
+#define DEFINE_GEMM(NAME, T, PANEL)                                                                           \
+  void NAME(const T* x, long ldx, const int64_t* rows_in, const T* w, int N, int K, const int64_t* spans,      \
+            int nspans, float* out, long ldo, const int64_t* rows_out, const float* scale, int nthreads) {     \
+    int panels = N / NB;                                                                                      \
+    size_t expert_stride = (size_t)N * K, panel_stride = (size_t)NB * K;                                      \
+    if (rows_out) {                                                                                           \
+      _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                                      \
+      for (int b = 0; b < panels; b++)                                                                        \
+        for (int s = 0; s < nspans; s++)                                                                      \
+          PANEL(x, ldx, rows_in, PANEL_AT(s, b), K, ARGS_SPAN(s), out + b * NB, ldo, rows_out, scale);        \
+    } else {                                                                                                  \
+      _Pragma("omp parallel num_threads(nthreads)")                                                           \
+      FOR_MY_TASKS(PANEL(x, ldx, rows_in, PANEL_AT(s, b), K, ARGS_SPAN(s), out + b * NB, ldo, NULL, scale))   \
+    }                                                                                                         \
+  }
+
+#define DEFINE_GEMM_SILU(NAME, T, PANEL)                                                                      \
+  void NAME(const T* x, long ldx, const int64_t* rows_in, const T* w, int N, int K, const int64_t* spans,      \
+            int nspans, T* act, long lda, int nthreads) {                                                     \
+    int panels = N / NB;                                                                                      \
+    size_t expert_stride = (size_t)N * K, panel_stride = (size_t)NB * K;                                      \
+    _Pragma("omp parallel num_threads(nthreads)")                                                             \
+    FOR_MY_TASKS(PANEL(x, ldx, rows_in, PANEL_AT(s, b), K, ARGS_SPAN(s), act + b * (NB / 2), lda))            \
+  }
+
+DEFINE_PANEL(panel_bf16, bf16, dot_bf16)
+DEFINE_PANEL(panel_f32, float, dot_f32)
+DEFINE_PANEL_SILU(panel_silu_bf16, bf16, dot_bf16, store_act)
+DEFINE_PANEL_SILU(panel_silu_f32, float, dot_f32, store_act_f32)
+DEFINE_GEMM(moe_gemm_bf16, bf16, panel_bf16)
+DEFINE_GEMM(moe_gemm_f32, float, panel_f32)
+DEFINE_GEMM_SILU(moe_gemm_silu_bf16, bf16, panel_silu_bf16)
+DEFINE_GEMM_SILU(moe_gemm_silu_f32, float, panel_silu_f32)

@@ -1,0 +1,193 @@
+"""``cpu_grouped``'s AVX-512 expert GEMMs (``moe_gemm.c``): built on first use, loaded with ctypes.
+
+Why C: torch has no CPU op for "one GEMM per expert over rows sorted by expert". Per-expert
+oneDNN calls from Python pulled weights at 40-60% of read bandwidth at 1-16 rows per expert, and
+their per-call overhead dominated small experts. One C call per projection covers every expert,
+streams panels at memory speed for decode and runs at or above the ``torch.mm`` rate for prefill
+(``bench/cpu_moe.py``).
+
+Build: the system C compiler (``$CC``, else ``cc``/``gcc``) with explicit ISA flags (not
+``-march=native``, so a cached library is valid on any CPU that has those features) into
+``$MOE_ORACLE_CACHE_DIR`` (default ``~/.cache/moe-oracle``), named by a hash of the source,
+compiler and flags, written atomically. The library needs ``libgomp.so.1`` by soname, which
+resolves to the OpenMP runtime torch already loaded, so the kernel and torch share one thread pool.
+
+``MOE_ORACLE_CPU_NATIVE=0`` turns the kernels off (``cpu_grouped`` then runs oneDNN-packed GEMMs).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from moe_oracle.config.moe import MoEConfig
+
+ENV_SWITCH = "MOE_ORACLE_CPU_NATIVE"
+ENV_CACHE = "MOE_ORACLE_CACHE_DIR"
+SOURCE = Path(__file__).with_name("moe_gemm.c")
+FLAGS = ("-O3", "-mavx512f", "-mavx512bw", "-mavx512bf16", "-mfma", "-fopenmp", "-shared", "-fPIC")
+PANEL = 64          # output columns per packed panel (NB in moe_gemm.c)
+# The CPU feature (moe_oracle.platform names) each kernel's instructions need.
+FEATURE = {torch.bfloat16: "avx512_bf16", torch.float32: "avx512"}
+
+_P, _L, _I = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
+# x, ldx, rows_in, w, N, K, spans, nspans, then (out, ldo, rows_out, scale) or (act, lda), then nthreads.
+_GEMM_ARGS = [_P, _L, _P, _P, _I, _I, _P, _I, _P, _L, _P, _P, _I]
+_SILU_ARGS = [_P, _L, _P, _P, _I, _I, _P, _I, _P, _L, _I]
+
+
+class NativeError(RuntimeError):
+    """The kernels cannot be built or loaded here; the message says which step failed and why."""
+
+
+class Library(NamedTuple):
+    path: Path
+    gemm: dict[torch.dtype, Callable[..., None]]
+    gemm_silu: dict[torch.dtype, Callable[..., None]]
+
+
+def disabled() -> bool:
+    return os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off")
+
+
+def unsupported(config: MoEConfig, features: frozenset[str]) -> str:
+    """'' when ``config`` can run on the native kernels on a CPU with ``features``; else why not
+    (without building anything)."""
+    if disabled():
+        return f"{ENV_SWITCH}={os.environ[ENV_SWITCH]} turns the native kernels off"
+    if config.scheme.weight is not None or config.dtype not in FEATURE:
+        return f"the native kernels take unquantized bf16 or fp32 experts, not {config.scheme.name} {config.dtype}"
+    if FEATURE[config.dtype] not in features:
+        return f"the {config.dtype} kernel needs the CPU feature {FEATURE[config.dtype]}"
+    n13, h = config.w13_rows, config.hidden_size
+    if n13 % PANEL or h % PANEL:
+        return (f"the native kernels need w13 rows and the hidden size to be multiples of {PANEL}, "
+                f"have {n13} and {h}")
+    return ""
+
+
+@functools.cache
+def load() -> Library:
+    """Build (once per source, compiler and flags) and load the kernels; ``NativeError`` says why not."""
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not compiler:
+        raise NativeError("no C compiler: set CC or install gcc (cpu_grouped builds moe_gemm.c on first use)")
+    source = SOURCE.read_bytes()
+    version = _run([compiler, "--version"], "query the C compiler").splitlines()[0]
+    key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(FLAGS).encode()])).hexdigest()[:16]
+    path = _cache_dir() / f"moe_gemm_{key}.so"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+            built = Path(scratch) / path.name
+            _run([compiler, *FLAGS, str(SOURCE), "-o", str(built)], f"compile {SOURCE.name} with {compiler}")
+            os.replace(built, path)
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as exc:
+        raise NativeError(f"cannot load {path}: {exc}") from exc
+    kernels: dict[str, dict[torch.dtype, Callable[..., None]]] = {"gemm": {}, "gemm_silu": {}}
+    for kind, args in (("gemm", _GEMM_ARGS), ("gemm_silu", _SILU_ARGS)):
+        for dtype, suffix in ((torch.bfloat16, "bf16"), (torch.float32, "f32")):
+            fn = getattr(lib, f"moe_{kind}_{suffix}")
+            fn.argtypes, fn.restype = args, None
+            kernels[kind][dtype] = fn
+    return Library(path, **kernels)
+
+
+def load_error() -> str:
+    """'' when ``load()`` succeeds; else its message."""
+    try:
+        load()
+    except NativeError as exc:
+        return str(exc)
+    return ""
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get(ENV_CACHE) or os.path.join(os.path.expanduser("~"), ".cache", "moe-oracle")
+    return Path(root)
+
+
+def _run(command: list[str], what: str) -> str:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
+    except OSError as exc:
+        raise NativeError(f"cannot {what}: {exc}") from exc
+    if done.returncode:
+        raise NativeError(f"cannot {what} (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+    return done.stdout or done.stderr
+
+
+def pack(w: torch.Tensor, *, gate_up: bool = False) -> torch.Tensor:
+    """Canonical experts ``[E, N, K]`` -> panels: bf16 ``[E, N/64, K/2, 64, 2]``, fp32 ``[E, N/64, K, 64]``
+    (``moe_gemm.c``'s layout: one k step of a panel is 256 contiguous bytes). With ``gate_up`` (gated
+    ``w13``, N = 2I), panel b holds gate rows ``32b..32b+31`` then up rows ``I+32b..I+32b+31``, as the
+    silu kernels read them. A new tensor."""
+    e, n, k = w.shape
+    if gate_up:
+        w = w.reshape(e, 2, n // PANEL, PANEL // 2, k).transpose(1, 2)          # [E, N/64, 2, 32, K]
+    if w.dtype == torch.bfloat16:
+        return w.reshape(e, n // PANEL, PANEL, k // 2, 2).permute(0, 1, 3, 2, 4).contiguous()
+    return w.reshape(e, n // PANEL, PANEL, k).permute(0, 1, 3, 2).contiguous()
+
+
+def unpack(p: torch.Tensor, *, gate_up: bool = False) -> torch.Tensor:
+    """The inverse of ``pack``: ``[E, N, K]``."""
+    if p.dim() == 5:
+        e, blocks, pairs, _, _ = p.shape
+        w = p.permute(0, 1, 3, 2, 4).reshape(e, blocks * PANEL, pairs * 2)
+    else:
+        e, blocks, k, _ = p.shape
+        w = p.permute(0, 1, 3, 2).reshape(e, blocks * PANEL, k)
+    if gate_up:
+        w = w.reshape(e, blocks, 2, PANEL // 2, -1).transpose(1, 2).reshape(e, blocks * PANEL, -1)
+    return w
+
+
+def expert_gemm(x: torch.Tensor, packed: torch.Tensor, spans: torch.Tensor, out: torch.Tensor, *,
+                rows_in: torch.Tensor | None = None, rows_out: torch.Tensor | None = None,
+                scale: torch.Tensor | None = None) -> None:
+    """``out[rows_out[r] or r] += scale[r] * x[rows_in[r] or r] @ W_e^T`` for every row r of every span
+    ``(e, start, end)`` of ``spans`` ``[S, 3]`` int64. ``x`` ``[*, K]`` with unit column stride in the
+    packed dtype; ``out`` float32 ``[*, N]`` contiguous; ``rows_in``/``rows_out`` ``[R]`` int64;
+    ``scale`` ``[R]`` float32. Runs on ``torch.get_num_threads()`` threads."""
+    _check(x, packed, spans, rows_in)
+    assert out.is_contiguous() and out.dtype == torch.float32 and out.shape[1] == packed.shape[1] * PANEL
+    assert rows_out is None or (rows_out.dtype == torch.int64 and rows_out.is_contiguous())
+    assert scale is None or (scale.dtype == torch.float32 and scale.is_contiguous())
+    load().gemm[x.dtype](x.data_ptr(), x.stride(0), _ptr(rows_in), packed.data_ptr(), packed.shape[1] * PANEL,
+                         x.shape[1], spans.data_ptr(), spans.shape[0], out.data_ptr(), out.stride(0), _ptr(rows_out),
+                         _ptr(scale), torch.get_num_threads())
+
+
+def expert_gemm_silu(x: torch.Tensor, packed: torch.Tensor, spans: torch.Tensor, act: torch.Tensor, *,
+                     rows_in: torch.Tensor | None = None) -> None:
+    """``act[r] = silu(g) * u`` where ``[g, u] = x[rows_in[r] or r] @ W13_e^T``, for the rows of every span;
+    ``packed`` from ``pack(w13, gate_up=True)``, ``act`` ``[R, I]`` contiguous in ``x``'s dtype."""
+    _check(x, packed, spans, rows_in)
+    assert act.is_contiguous() and act.dtype == x.dtype and act.shape[1] * 2 == packed.shape[1] * PANEL
+    load().gemm_silu[x.dtype](x.data_ptr(), x.stride(0), _ptr(rows_in), packed.data_ptr(), packed.shape[1] * PANEL,
+                              x.shape[1], spans.data_ptr(), spans.shape[0], act.data_ptr(), act.stride(0),
+                              torch.get_num_threads())
+
+
+def _check(x: torch.Tensor, packed: torch.Tensor, spans: torch.Tensor, rows_in: torch.Tensor | None) -> None:
+    """The kernels' pointer contract (callers are this package's experts; a breach is a bug there)."""
+    assert x.stride(1) == 1 and x.dtype == packed.dtype and packed.is_contiguous()
+    assert spans.dtype == torch.int64 and spans.is_contiguous() and spans.shape[1:] == (3,)
+    assert rows_in is None or (rows_in.dtype == torch.int64 and rows_in.is_contiguous())
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()

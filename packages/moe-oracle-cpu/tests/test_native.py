@@ -1,0 +1,179 @@
+"""``cpu_grouped``'s native AVX-512 kernels: the GEMM against float64 matmuls, the build and its errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from moe_oracle import MoEConfig, Platform
+from moe_oracle.testing import random_weights
+from moe_oracle_cpu.grouped import native
+from moe_oracle_cpu.grouped.converter import PACKED_LAYOUT, convert
+from moe_oracle_cpu.grouped.experts import _warn_once
+
+FEATURES = Platform.detect().features
+
+
+def _runs(dtype: torch.dtype) -> None:
+    if native.FEATURE[dtype] not in FEATURES:
+        pytest.skip(f"this CPU lacks {native.FEATURE[dtype]}")
+    if error := native.load_error():
+        pytest.fail(f"this CPU fits the native kernels but they do not build: {error}")
+
+
+def _expected(x: torch.Tensor, w: torch.Tensor, spans: list[tuple[int, int, int]]) -> torch.Tensor:
+    return torch.cat([x[s:e].double() @ w[ex].double().T for ex, s, e in spans])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_gemm_matches_float64_across_row_tiles_and_k_blocks(dtype: torch.dtype) -> None:
+    """13 rows (two 6-row tiles and a remainder) of experts 2 then 0, K past one 2048 block."""
+    _runs(dtype)
+    torch.manual_seed(0)
+    w = torch.randn(3, 128, 4160, dtype=dtype)
+    x = torch.randn(13, 4160, dtype=dtype)
+    spans = [(2, 0, 5), (0, 5, 13)]
+    out = torch.zeros(13, 128)
+    native.expert_gemm(x, native.pack(w), torch.tensor(spans), out)
+    want = _expected(x, w, spans)
+    assert (out.double() - want).abs().max() < 1e-5 * want.abs().max()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_gemm_scatters_scaled_rows_into_token_rows(dtype: torch.dtype) -> None:
+    _runs(dtype)
+    torch.manual_seed(1)
+    w = torch.randn(4, 192, 256, dtype=dtype)
+    x = torch.randn(7, 256, dtype=dtype)
+    spans = [(1, 0, 3), (3, 3, 7)]
+    token = torch.tensor([0, 2, 4, 0, 1, 2, 3])                                # token 0 and 2 hit twice
+    scale = torch.rand(7)
+    out = torch.full((5, 192), 0.5)                                             # added to, not overwritten
+    native.expert_gemm(x, native.pack(w), torch.tensor(spans), out, rows_out=token, scale=scale)
+    want = torch.full((5, 192), 0.5, dtype=torch.float64).index_add_(0, token, _expected(x, w, spans) * scale[:, None])
+    assert (out.double() - want).abs().max() < 1e-5 * want.abs().max()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_gemm_reads_rows_through_an_index(dtype: torch.dtype) -> None:
+    _runs(dtype)
+    torch.manual_seed(3)
+    w = torch.randn(2, 64, 128, dtype=dtype)
+    x = torch.randn(4, 128, dtype=dtype)
+    rows_in = torch.tensor([3, 0, 3, 1, 2, 0, 1])
+    spans = [(1, 0, 2), (0, 2, 7)]
+    out = torch.zeros(7, 64)
+    native.expert_gemm(x, native.pack(w), torch.tensor(spans), out, rows_in=rows_in)
+    want = _expected(x[rows_in], w, spans)
+    assert (out.double() - want).abs().max() < 1e-5 * want.abs().max()
+
+
+@pytest.mark.parametrize(("dtype", "k"), [(torch.bfloat16, 4160), (torch.float32, 96)])
+def test_silu_epilogue_matches_silu_gate_times_up(dtype: torch.dtype, k: int) -> None:
+    """Gate/up panels, 13 gathered rows (tiles of 6, 6, 1), K past one block for bf16; values large
+    enough to reach exp's clamps (|g| > 88) as well as the usual range."""
+    _runs(dtype)
+    torch.manual_seed(4)
+    i = 96
+    w13 = torch.randn(3, 2 * i, k, dtype=dtype)
+    x = torch.randn(9, k, dtype=dtype)
+    x[4] *= 30                                                                   # |g| in the hundreds
+    rows_in = torch.tensor([4, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 4])
+    spans = [(2, 0, 6), (0, 6, 13)]
+    act = torch.empty(13, i, dtype=dtype)
+    native.expert_gemm_silu(x, native.pack(w13, gate_up=True), torch.tensor(spans), act, rows_in=rows_in)
+    h = _expected(x[rows_in], w13, spans)                                        # [13, 2I] float64
+    want = torch.nn.functional.silu(h[:, :i]) * h[:, i:]
+    tol = 1e-2 if dtype == torch.bfloat16 else 1e-5                              # bf16 output rounding
+    assert ((act.double() - want).abs() <= tol * (want.abs() + want.abs().max() * 1e-3)).all()
+
+
+def test_gemm_reads_strided_rows() -> None:
+    """GEMM2 reads the activation as a view with the GEMM1 row stride."""
+    _runs(torch.float32)
+    torch.manual_seed(2)
+    w = torch.randn(1, 64, 32)
+    x = torch.randn(3, 80)[:, 8:40]                                             # row stride 80
+    out = torch.zeros(3, 64)
+    native.expert_gemm(x, native.pack(w), torch.tensor([(0, 0, 3)]), out)
+    torch.testing.assert_close(out, x @ w[0].T)
+
+
+@pytest.mark.parametrize("gate_up", [False, True])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_pack_unpack_round_trip(dtype: torch.dtype, gate_up: bool) -> None:
+    w = torch.randn(2, 128, 96).to(dtype)
+    assert torch.equal(native.unpack(native.pack(w, gate_up=gate_up), gate_up=gate_up), w)
+
+
+@pytest.fixture
+def fresh_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty kernel cache and no loaded library; the real one is restored afterwards."""
+    monkeypatch.setenv(native.ENV_CACHE, str(tmp_path / "cache"))
+    native.load.cache_clear()
+    yield tmp_path / "cache"
+    native.load.cache_clear()
+
+
+def _fake_compiler(folder: Path, exit_code: int, message: str) -> str:
+    """A CC that answers --version and fails any compile with ``message`` on stderr."""
+    script = folder / "fake-cc"
+    script.write_text(f'#!/bin/sh\nif [ "$1" = --version ]; then echo "fake-cc 1.0"; exit 0; fi\n'
+                      f'echo "{message}" >&2\nexit {exit_code}\n')
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return str(script)
+
+
+def test_build_goes_to_the_cache_folder_once(fresh_build: Path) -> None:
+    if native.FEATURE[torch.float32] not in FEATURES:
+        pytest.skip("this CPU lacks avx512")
+    first = native.load()
+    assert first.path.parent == fresh_build and first.path.name.startswith("moe_gemm_")
+    built_at = first.path.stat().st_mtime_ns
+    native.load.cache_clear()
+    assert native.load().path == first.path and first.path.stat().st_mtime_ns == built_at
+    assert list(fresh_build.iterdir()) == [first.path]                       # no scratch left behind
+
+
+def test_missing_compiler_is_named(fresh_build: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CC", str(fresh_build / "no-such-cc"))
+    with pytest.raises(native.NativeError, match=r"cannot query the C compiler: .*No such file"):
+        native.load()
+
+
+def test_compile_errors_carry_the_compiler_output(fresh_build: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CC", _fake_compiler(tmp_path, 3, "error: unknown flag -mavx512bf16"))
+    with pytest.raises(native.NativeError, match=r"cannot compile moe_gemm.c with .*fake-cc \(exit 3\): "
+                                                 r"error: unknown flag -mavx512bf16"):
+        native.load()
+    assert native.load_error().startswith("cannot compile moe_gemm.c")
+
+
+def test_failed_build_falls_back_to_onednn_with_a_warning(fresh_build: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    config = MoEConfig(num_experts=4, top_k=2, hidden_size=128, intermediate_size=64, dtype="fp32")
+    if native.unsupported(config, FEATURES):
+        pytest.skip(native.unsupported(config, FEATURES))
+    monkeypatch.setenv("CC", _fake_compiler(tmp_path, 1, "no"))
+    _warn_once.cache_clear()
+    with caplog.at_level(logging.WARNING):
+        converted = convert(random_weights(config, seed=0), config)
+    _warn_once.cache_clear()
+    assert converted.layout == PACKED_LAYOUT
+    assert "cpu_grouped runs oneDNN GEMMs instead of its native kernels: cannot compile" in caplog.text
+
+
+def test_switch_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    for value, off in (("0", True), ("off", True), ("False", True), ("1", False), ("", False)):
+        monkeypatch.setenv(native.ENV_SWITCH, value)
+        assert native.disabled() is off, value
+    monkeypatch.delenv(native.ENV_SWITCH)
+    assert not native.disabled() and native.ENV_SWITCH not in os.environ
