@@ -136,33 +136,44 @@ class GroupedExperts(ExpertsModular):
         ``[T, H]`` in ``hidden.dtype``, newly allocated.
         """
         config = self.config
-        check_inputs(config, hidden, topk_weights, topk_ids, expert_map, expert_num_tokens)
+        # The native sort checks the ids as it reads them (and falls back to this check to name a bad one).
+        check_inputs(config, hidden, topk_weights, topk_ids, expert_map, expert_num_tokens, check_values=not self.native)
         x = hidden.to(self.dtype)                                                # [T, H]
         if config.apply_router_weight_on_input:
             x = x * topk_weights.to(self.dtype)                                  # [T, H] * [T, 1]
         x = _quantized(config, self.quant_config.a13, x, self.dtype)             # [T, H]
+        if self.native:
+            rows = native.sort_rows(topk_weights, topk_ids, num_local_experts=config.num_local_experts,
+                                    expert_map=expert_map)
+            if rows is None:
+                check_inputs(config, hidden, topk_weights, topk_ids, expert_map, expert_num_tokens)
+                raise AssertionError("the native sort refused ids that check_inputs accepts")
+            return self._native(x.contiguous(), rows).to(hidden.dtype)
         rows = sort_by_expert(topk_weights, topk_ids, num_local_experts=config.num_local_experts,
                               expert_map=expert_map)
         out = torch.zeros(hidden.shape[0], config.hidden_size, dtype=self.dtype)  # [T, H]
-        if rows.spans and self.native:
-            return self._native(x.contiguous(), rows).to(hidden.dtype)
         if rows.spans:
             xs = x.index_select(0, rows.token)                                   # [R, H]
             weight = None if config.apply_router_weight_on_input else rows.weight.to(self.dtype)[:, None]  # [R, 1]
             (self._packed if self.packed else self._tiles)(xs, rows, weight, out)
         return out if out.dtype == hidden.dtype else out.to(hidden.dtype)
 
-    def _native(self, x: torch.Tensor, rows: ExpertRows) -> torch.Tensor:
-        """Both projections as one C call each over every expert (``native``); returns the float32
-        ``[T, H]`` sum. GEMM1 reads the token rows of ``x`` ``[T, H]`` through ``rows.token`` and, for
-        plain gated silu, writes ``silu(gate) * up`` ``[R, I]`` from its epilogue; otherwise it adds into
-        a float32 ``[R, N]`` buffer (seeded with ``b13``) and the activation runs in place on that. GEMM2
-        scales each row by its router weight and adds it straight into its token's output row."""
+    def _native(self, x: torch.Tensor, rows: native.SortedRows) -> torch.Tensor:
+        """Both projections as one C call each over every expert (``native``); returns the
+        float32 ``[T, H]`` sum. GEMM1 reads the token rows of ``x`` ``[T, H]`` through ``rows.token``
+        and, for plain gated silu, writes ``silu(gate) * up`` ``[R, I]`` from its epilogue; otherwise it
+        adds into a float32 ``[R, N]`` buffer (seeded with ``b13``) and the activation runs in place on
+        that. GEMM2 scales each row by its router weight and adds it into its token's output row."""
         config = self.config
         extras = self.weights.extras
-        spans = torch.tensor(rows.spans, dtype=torch.int64)                      # [S, 3]
+        out = torch.zeros(x.shape[0], config.hidden_size, dtype=torch.float32)  # [T, H]
         r = rows.token.shape[0]
-        experts = spans[:, 0].repeat_interleave(spans[:, 2] - spans[:, 1])      # [R] local expert of each row
+        if not r:
+            return out
+        spans = rows.spans                                                       # [S, 3]
+        experts = None
+        if self.b13 is not None or self.b2 is not None:
+            experts = spans[:, 0].repeat_interleave(spans[:, 2] - spans[:, 1])  # [R] local expert of each row
         if "w13_gate_up_panels" in extras:
             a = torch.empty(r, config.intermediate_size_per_partition, dtype=self.dtype)  # [R, I]
             native.expert_gemm_silu(x, extras["w13_gate_up_panels"], spans, a, rows_in=rows.token)
@@ -171,8 +182,7 @@ class GroupedExperts(ExpertsModular):
                  else self.b13.float().index_select(0, experts))                  # [R, N]
             native.expert_gemm(x, extras["w13_panels"], spans, h, rows_in=rows.token)
             a = activate_(config, h).to(self.dtype)                              # [R, I], row stride N if fp32
-        weight = None if config.apply_router_weight_on_input else rows.weight.float().contiguous()  # [R]
-        out = torch.zeros(x.shape[0], config.hidden_size, dtype=torch.float32)  # [T, H]
+        weight = None if config.apply_router_weight_on_input else rows.weight     # [R]
         native.expert_gemm(a, extras["w2_panels"], spans, out, rows_out=rows.token, scale=weight)
         if self.b2 is not None:
             # sum_k w[t, k] * b2[e_k] as a [T, E_l] x [E_l, H] product, not a [R, H] buffer.

@@ -14,8 +14,9 @@
  *
  * Work split: tasks (span, panel) in memory order, cut into one contiguous run per thread with equal
  * cost (rows plus PANEL_COST row-equivalents for streaming a panel), so each thread streams its own
- * part of the weights. With rows_out (scatter), a task is one panel over all spans, so every output
- * element has one writer (a token's slots go to distinct experts).
+ * part of the weights. With rows_out (scatter), each thread owns a contiguous range of panels for all
+ * spans, so every output element has one writer (a token's slots go to distinct experts), and walks
+ * them expert by expert, so it streams each expert's panels in memory order.
  * moe_gemm_* runs K in blocks of KC so a 64 x KC panel stays in L2 while an expert's rows pass over
  * it; the silu kernels keep all of K in registers (the activation needs the finished sums).
  */
@@ -205,10 +206,14 @@ INLINE int mine(double before, double c, double lo, double hi) {
     int panels = N / NB;                                                                                      \
     size_t expert_stride = (size_t)N * K, panel_stride = (size_t)NB * K;                                      \
     if (rows_out) {                                                                                           \
-      _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                                      \
-      for (int b = 0; b < panels; b++)                                                                        \
+      _Pragma("omp parallel num_threads(nthreads)")                                                           \
+      {                                                                                                       \
+        int parts = omp_get_num_threads(), part = omp_get_thread_num();                                       \
+        int first = panels * part / parts, last = panels * (part + 1) / parts;                                \
         for (int s = 0; s < nspans; s++)                                                                      \
-          PANEL(x, ldx, rows_in, PANEL_AT(s, b), K, ARGS_SPAN(s), out + b * NB, ldo, rows_out, scale);        \
+          for (int b = first; b < last; b++)                                                                  \
+            PANEL(x, ldx, rows_in, PANEL_AT(s, b), K, ARGS_SPAN(s), out + b * NB, ldo, rows_out, scale);      \
+      }                                                                                                       \
     } else {                                                                                                  \
       _Pragma("omp parallel num_threads(nthreads)")                                                           \
       FOR_MY_TASKS(PANEL(x, ldx, rows_in, PANEL_AT(s, b), K, ARGS_SPAN(s), out + b * NB, ldo, NULL, scale))   \
@@ -232,3 +237,46 @@ DEFINE_GEMM(moe_gemm_bf16, bf16, panel_bf16)
 DEFINE_GEMM(moe_gemm_f32, float, panel_f32)
 DEFINE_GEMM_SILU(moe_gemm_silu_bf16, bf16, panel_silu_bf16)
 DEFINE_GEMM_SILU(moe_gemm_silu_f32, float, panel_silu_f32)
+
+/* Counting sort of the (token, slot) pairs by local expert, stable (token order within an expert).
+ * ids: [pairs] int32 (ids_are_64 = 0) or int64 expert ids, global when expert_map is given (int64
+ * [map_size], -1 for another rank's expert, whose pairs are dropped), else local. Writes token[r] and
+ * weight[r] for the R kept pairs and spans[3 s..] = (expert, start, end) for the S experts with rows;
+ * counts is scratch of n_local entries. Returns S, with R in *rows; -1 - i if pair i's id is out of range. */
+long moe_sort_rows(const void* ids, int ids_are_64, const float* weights, long pairs, int top_k,
+                   const int64_t* expert_map, long map_size, int n_local, int64_t* counts, int64_t* token,
+                   float* weight, int64_t* spans, long* rows) {
+  for (int e = 0; e < n_local; e++) counts[e] = 0;
+  for (long i = 0; i < pairs; i++) {
+    int64_t id = ids_are_64 ? ((const int64_t*)ids)[i] : ((const int32_t*)ids)[i];
+    if (expert_map) {
+      if (id < 0 || id >= map_size) return -1 - i;
+      id = expert_map[id];
+      if (id < 0) continue;
+    }
+    if (id < 0 || id >= n_local) return -1 - i;
+    counts[id]++;
+  }
+  long n_spans = 0, start = 0;
+  for (int e = 0; e < n_local; e++) {
+    int64_t count = counts[e];
+    if (count) {
+      spans[3 * n_spans] = e;
+      spans[3 * n_spans + 1] = start;
+      spans[3 * n_spans + 2] = start + count;
+      n_spans++;
+    }
+    counts[e] = start; /* now the next free row of expert e */
+    start += count;
+  }
+  *rows = start;
+  for (long i = 0; i < pairs; i++) {
+    int64_t id = ids_are_64 ? ((const int64_t*)ids)[i] : ((const int32_t*)ids)[i];
+    if (expert_map) id = expert_map[id];
+    if (id < 0) continue;
+    int64_t r = counts[id]++;
+    token[r] = i / top_k;
+    weight[r] = weights[i];
+  }
+  return n_spans;
+}
