@@ -143,12 +143,12 @@ class GroupedExperts(ExpertsModular):
             x = x * topk_weights.to(self.dtype)                                  # [T, H] * [T, 1]
         x = _quantized(config, self.quant_config.a13, x, self.dtype)             # [T, H]
         if self.native:
-            rows = native.sort_rows(topk_weights, topk_ids, num_local_experts=config.num_local_experts,
-                                    expert_map=expert_map)
-            if rows is None:
+            sorted_rows = native.sort_rows(topk_weights, topk_ids, num_local_experts=config.num_local_experts,
+                                           expert_map=expert_map)
+            if sorted_rows is None:
                 check_inputs(config, hidden, topk_weights, topk_ids, expert_map, expert_num_tokens)
                 raise AssertionError("the native sort refused ids that check_inputs accepts")
-            return self._native(x.contiguous(), rows).to(hidden.dtype)
+            return self._native(x.contiguous(), sorted_rows).to(hidden.dtype)
         rows = sort_by_expert(topk_weights, topk_ids, num_local_experts=config.num_local_experts,
                               expert_map=expert_map)
         out = torch.zeros(hidden.shape[0], config.hidden_size, dtype=self.dtype)  # [T, H]
@@ -171,15 +171,12 @@ class GroupedExperts(ExpertsModular):
         if not r:
             return out
         spans = rows.spans                                                       # [S, 3]
-        experts = None
-        if self.b13 is not None or self.b2 is not None:
-            experts = spans[:, 0].repeat_interleave(spans[:, 2] - spans[:, 1])  # [R] local expert of each row
         if "w13_gate_up_panels" in extras:
             a = torch.empty(r, config.intermediate_size_per_partition, dtype=self.dtype)  # [R, I]
             native.expert_gemm_silu(x, extras["w13_gate_up_panels"], spans, a, rows_in=rows.token)
         else:
             h = (torch.zeros(r, config.w13_rows, dtype=torch.float32) if self.b13 is None
-                 else self.b13.float().index_select(0, experts))                  # [R, N]
+                 else self.b13.float().index_select(0, _row_experts(spans)))                  # [R, N]
             native.expert_gemm(x, extras["w13_panels"], spans, h, rows_in=rows.token)
             a = activate_(config, h).to(self.dtype)                              # [R, I], row stride N if fp32
         weight = None if config.apply_router_weight_on_input else rows.weight     # [R]
@@ -187,7 +184,7 @@ class GroupedExperts(ExpertsModular):
         if self.b2 is not None:
             # sum_k w[t, k] * b2[e_k] as a [T, E_l] x [E_l, H] product, not a [R, H] buffer.
             per_expert = torch.zeros(x.shape[0], self.b2.shape[0], dtype=torch.float32)
-            per_expert.index_put_((rows.token, experts), torch.ones(r) if weight is None else weight, accumulate=True)
+            per_expert.index_put_((rows.token, _row_experts(spans)), torch.ones(r) if weight is None else weight, accumulate=True)
             out.addmm_(per_expert, self.b2.float())
         return out
 
@@ -237,6 +234,11 @@ class GroupedExperts(ExpertsModular):
                 if weight is not None:
                     y.mul_(weight[start:end])
             out.index_add_(0, rows.token[start:end], y)
+
+
+def _row_experts(spans: torch.Tensor) -> torch.Tensor:
+    """``[R]`` local expert of each sorted row, from ``spans`` ``[S, 3]``."""
+    return spans[:, 0].repeat_interleave(spans[:, 2] - spans[:, 1])
 
 
 def _quantized(config: MoEConfig, desc: QuantDesc, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
