@@ -140,8 +140,9 @@ def test_refuses_weights_of_another_backend_or_without_packing() -> None:
         GroupedExperts(config, quant, canonical_kernel_weights(weights, config, backend="cpu_grouped"))
 
 
-def test_input_errors_name_the_argument(routed: Callable[..., Any]) -> None:
-    config = MoEConfig(**BASE)
+@pytest.mark.parametrize("activation", ["silu", "gelu"])        # native: one-call layer; sort, GEMMs, activation
+def test_input_errors_name_the_argument(routed: Callable[..., Any], activation: str) -> None:
+    config = MoEConfig(**BASE, activation=activation)
     converted = convert(random_weights(config, seed=0), config)
     experts = GroupedExperts(config, oracle_for(config).make_quant_config(config, converted), converted)
     hidden, topk_weights, topk_ids = routed(config, 3, 1)

@@ -177,3 +177,57 @@ def test_switch_values(monkeypatch: pytest.MonkeyPatch) -> None:
         assert native.disabled() is off, value
     monkeypatch.delenv(native.ENV_SWITCH)
     assert not native.disabled() and native.ENV_SWITCH not in os.environ
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_forward_silu_sorts_drops_and_weights(dtype: torch.dtype) -> None:
+    """The one-call layer against float64: an expert map dropping another rank's experts, a token
+    whose every slot is elsewhere (zero row), and router weights applied on the input instead."""
+    _runs(dtype)
+    torch.manual_seed(5)
+    e, h, i = 6, 128, 64
+    w13, w2 = torch.randn(e, 2 * i, h, dtype=dtype) / 8, torch.randn(e, h, i, dtype=dtype) / 8
+    x = torch.randn(4, h, dtype=dtype)
+    ids = torch.tensor([[0, 7], [3, 5], [6, 2], [1, 4]], dtype=torch.int32)     # global ids of 8 experts
+    weights = torch.rand(4, 2)
+    expert_map = torch.tensor([-1, 0, 1, 2, 3, 4, 5, -1])                       # experts 0 and 7 elsewhere
+    ids[0] = torch.tensor([0, 7])                                               # token 0: nothing local
+    packed = native.pack(w13, gate_up=True), native.pack(w2)
+    for weighted in (True, False):
+        out = native.forward_silu(x, weights, ids, *packed, num_local_experts=6, expert_map=expert_map,
+                                  weighted=weighted)
+        assert out is not None and out.dtype == dtype and torch.equal(out[0], torch.zeros(h, dtype=dtype))
+        expected = _layer(x, w13, w2, ids, expert_map, weights if weighted else torch.ones(4, 2))
+        tol = 2e-2 if dtype == torch.bfloat16 else 1e-5
+        assert (out.double() - expected).abs().max() <= tol * expected.abs().max()
+
+
+def _layer(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tensor, expert_map: torch.Tensor,
+           weights: torch.Tensor) -> torch.Tensor:
+    """float64 sum over local slots of ``weights * w2 @ (silu(gate) * up)``, the activation rounded to x's dtype."""
+    i = w2.shape[2]
+    want = torch.zeros(x.shape[0], x.shape[1], dtype=torch.float64)
+    for t in range(x.shape[0]):
+        for k in range(ids.shape[1]):
+            local = int(expert_map[ids[t, k]])
+            if local >= 0:
+                g_u = x[t].double() @ w13[local].double().T
+                a = (torch.nn.functional.silu(g_u[:i]) * g_u[i:]).to(x.dtype).double()
+                want[t] += weights[t, k] * (a @ w2[local].double().T)
+    return want
+
+
+@pytest.mark.parametrize(("ids", "expert_map"), [
+    ([[0, 6]], None),                                        # local id past 6 experts
+    ([[0, -1]], None),
+    ([[0, 8]], [0, 1, 2, 3, 4, 5, -1, -1]),                  # global id past the map
+    ([[0, 2]], [0, 1, 9, 3, 4, 5, -1, -1]),                  # mapped to a local id past 6
+])
+def test_out_of_range_ids_return_none(ids: list[list[int]], expert_map: list[int] | None) -> None:
+    _runs(torch.float32)
+    x = torch.randn(1, 64)
+    packed = native.pack(torch.randn(6, 64, 64), gate_up=True), native.pack(torch.randn(6, 64, 32))
+    emap = None if expert_map is None else torch.tensor(expert_map)
+    topk_ids, weights = torch.tensor(ids), torch.ones(1, 2)
+    assert native.forward_silu(x, weights, topk_ids, *packed, num_local_experts=6, expert_map=emap) is None
+    assert native.sort_rows(weights, topk_ids, num_local_experts=6, expert_map=emap) is None

@@ -142,6 +142,14 @@ class GroupedExperts(ExpertsModular):
         if config.apply_router_weight_on_input:
             x = x * topk_weights.to(self.dtype)                                  # [T, H] * [T, 1]
         x = _quantized(config, self.quant_config.a13, x, self.dtype)             # [T, H]
+        if self.native and "w13_gate_up_panels" in self.weights.extras:
+            out = native.forward_silu(x.contiguous(), topk_weights, topk_ids, self.weights.extras["w13_gate_up_panels"],
+                                      self.weights.extras["w2_panels"], num_local_experts=config.num_local_experts,
+                                      expert_map=expert_map, weighted=not config.apply_router_weight_on_input)
+            if out is None:
+                check_inputs(config, hidden, topk_weights, topk_ids, expert_map, expert_num_tokens)
+                raise AssertionError("the native sort refused ids that check_inputs accepts")
+            return out if out.dtype == hidden.dtype else out.to(hidden.dtype)
         if self.native:
             sorted_rows = native.sort_rows(topk_weights, topk_ids, num_local_experts=config.num_local_experts,
                                            expert_map=expert_map)

@@ -280,3 +280,60 @@ long moe_sort_rows(const void* ids, int ids_are_64, const float* weights, long p
   }
   return n_spans;
 }
+
+long moe_sort_rows(const void* ids, int ids_are_64, const float* weights, long pairs, int top_k,
+                   const int64_t* expert_map, long map_size, int n_local, int64_t* counts, int64_t* token,
+                   float* weight, int64_t* spans, long* rows);
+
+INLINE void to_out_bf16(const float* src, bf16* dst) {
+  _mm256_storeu_si256((__m256i*)dst, (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src)));
+}
+INLINE void to_out_f32(const float* src, float* dst) { (void)src; (void)dst; /* the sums are the output */ }
+
+/* The whole forward of a gated-silu layer without biases in one parallel region:
+ *   sort the pairs (one thread), GEMM1 with the silu epilogue into act [R, I] (tasks as moe_gemm_silu),
+ *   barrier, then each thread owns a range of output panels: zeroes its columns of sums [T, H] (fp32),
+ *   adds GEMM2 rows scaled by their router weight (unless weighted == 0: applied on the input), and
+ *   writes its columns of out [T, H] in the layer dtype (for fp32, sums is out).
+ * iwork: int64 [n_local + pairs + 3 n_local]; weight: float [pairs]; act: [pairs, I].
+ * Returns the number of experts with rows, or -1 if an id is out of range (nothing written to out). */
+#define DEFINE_FORWARD(NAME, T, PANEL_SILU, PANEL, TO_OUT)                                                     \
+  long NAME(const T* x, long tokens, int H, int I, const void* ids, int ids_are_64, const float* topk_weights,  \
+            int top_k, const int64_t* expert_map, long map_size, int n_local, const T* w13, const T* w2,       \
+            int weighted, int64_t* iwork, float* weight, T* act, float* sums, T* out, int nthreads) {          \
+    long pairs = tokens * top_k, rows = 0;                                                                     \
+    int64_t* token = iwork + n_local;                                                                          \
+    int64_t* spans = token + pairs;                                                                            \
+    long found = moe_sort_rows(ids, ids_are_64, topk_weights, pairs, top_k, expert_map, map_size, n_local,     \
+                               iwork, token, weight, spans, &rows);                                            \
+    if (found < 0) return -1;                                                                                  \
+    int nspans = (int)found;                                                                                   \
+    const float* scale = weighted ? weight : NULL;                                                             \
+    _Pragma("omp parallel num_threads(nthreads)")                                                              \
+    {                                                                                                          \
+      {                                                                                                        \
+        int panels = 2 * I / NB;                                                                               \
+        const T* w = w13;                                                                                      \
+        size_t expert_stride = (size_t)2 * I * H, panel_stride = (size_t)NB * H;                               \
+        long ldx = H;                                                                                          \
+        FOR_MY_TASKS(PANEL_SILU(x, ldx, token, PANEL_AT(s, b), H, ARGS_SPAN(s), act + b * (NB / 2), I))        \
+      }                                                                                                        \
+      int panels = H / NB, parts = omp_get_num_threads(), part = omp_get_thread_num();                         \
+      int first = panels * part / parts, last = panels * (part + 1) / parts;                                   \
+      for (long t = 0; t < tokens; t++)                                                                        \
+        for (int c = first * NB; c < last * NB; c += 16) _mm512_storeu_ps(sums + t * H + c, _mm512_setzero_ps()); \
+      _Pragma("omp barrier")                                                                                   \
+      const T* w = w2;                                                                                         \
+      size_t expert_stride = (size_t)H * I, panel_stride = (size_t)NB * I;                                     \
+      for (int s = 0; s < nspans; s++)                                                                         \
+        for (int b = first; b < last; b++)                                                                     \
+          PANEL(act, I, NULL, PANEL_AT(s, b), I, ARGS_SPAN(s), sums + b * NB, H, token, scale);                \
+      if ((void*)sums != (void*)out)                                                                           \
+        for (long t = 0; t < tokens; t++)                                                                      \
+          for (int c = first * NB; c < last * NB; c += 16) TO_OUT(sums + t * H + c, out + t * H + c);          \
+    }                                                                                                          \
+    return nspans;                                                                                             \
+  }
+
+DEFINE_FORWARD(moe_forward_silu_bf16, bf16, panel_silu_bf16, panel_bf16, to_out_bf16)
+DEFINE_FORWARD(moe_forward_silu_f32, float, panel_silu_f32, panel_f32, to_out_f32)
