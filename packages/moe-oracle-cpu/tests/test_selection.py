@@ -14,6 +14,7 @@ from moe_oracle_cpu import backends
 QWEN3 = MoEConfig.preset("qwen3-30b-a3b")
 AMX = Platform.simulate("cpu", features=("intel", "avx512", "amx"), libraries={"sgl_kernel": "0.3.21"})
 ZEN = Platform.simulate("cpu", features=("amd", "avx512", "avx512_bf16"), libraries={"zentorch": "2.13.0.1", "torch": "2.13.0"})
+ZEN_AVX2 = Platform.simulate("cpu", features=("amd", "avx2"), libraries={"zentorch": "2.13.0.1", "torch": "2.13.0"})
 PLAIN = Platform.simulate("cpu", features=("avx2",))
 # This machine's CPU and libraries, also where the machine has a GPU (CPU tensors run on the CPU).
 HERE = dataclasses.replace(Platform.detect(), vendor="cpu", capability=None, arch=None)
@@ -32,12 +33,30 @@ def _order(config: MoEConfig, platform: Platform) -> list[tuple[str, str]]:
     return [(c.name, c.status) for c in report.candidates if c.name.startswith("cpu_") or c.name == "reference"]
 
 
-@pytest.mark.parametrize(("platform", "chosen"), [(AMX, "cpu_amx"), (ZEN, "cpu_zentorch"), (PLAIN, "cpu_grouped")])
-def test_order_on_cpus(platform: Platform, chosen: str) -> None:
-    order = _order(QWEN3, platform)
-    assert [name for name, _ in order] == ["cpu_amx", "cpu_zentorch", "cpu_grouped", "reference"]
-    assert dict(order)[chosen] == "selected"
+ZEN_FIRST = ["cpu_amx", "cpu_zentorch", "cpu_grouped", "reference"]
+GROUPED_FIRST = ["cpu_amx", "cpu_grouped", "cpu_zentorch", "reference"]
+
+
+@pytest.mark.parametrize(("platform", "native", "order", "chosen"), [
+    (AMX, "1", ZEN_FIRST, "cpu_amx"),              # no avx512_bf16 in this simulation: no native bf16 kernel
+    (ZEN, "1", GROUPED_FIRST, "cpu_grouped"),      # native kernels measured faster than zentorch
+    (ZEN, "0", ZEN_FIRST, "cpu_zentorch"),         # switched off: oneDNN cpu_grouped, slower than zentorch
+    (ZEN_AVX2, "1", ZEN_FIRST, "cpu_zentorch"),    # no AVX-512: no native kernels
+    (PLAIN, "1", ZEN_FIRST, "cpu_grouped"),
+])
+def test_order_on_cpus(monkeypatch: pytest.MonkeyPatch, platform: Platform, native: str, order: list[str],
+                       chosen: str) -> None:
+    monkeypatch.setenv("MOE_ORACLE_CPU_NATIVE", native)
+    got = _order(QWEN3, platform)
+    assert [name for name, _ in got] == order
+    assert dict(got)[chosen] == "selected"
     assert explain(QWEN3, platform).chosen == chosen
+
+
+def test_native_order_needs_a_native_config() -> None:
+    """H not a multiple of 64: no native kernels, so zentorch keeps its place."""
+    config = MoEConfig(num_experts=8, top_k=2, hidden_size=96, intermediate_size=64)
+    assert explain(config, ZEN).chosen == "cpu_zentorch"
 
 
 def test_quantized_schemes_fall_to_cpu_grouped_everywhere() -> None:
@@ -51,6 +70,8 @@ def test_every_cpu_hint_has_a_reason_and_a_source() -> None:
     hints = {c.name: c.hints for c in report.candidates}
     assert any("AMX tiles" in h.reason for h in hints["cpu_amx"])
     assert any("measured by bench/cpu_moe.py" in h.reason for h in hints["cpu_zentorch"])
+    zen = {c.name: c.hints for c in explain(QWEN3, ZEN).candidates}           # where the native kernels run
+    assert any("measured by bench/cpu_moe.py" in h.reason for h in zen["cpu_grouped"])
     for name in ("cpu_amx", "cpu_zentorch", "cpu_grouped"):
         assert all(h.source == "moe-oracle-cpu" and h.reason for h in hints[name])
 
