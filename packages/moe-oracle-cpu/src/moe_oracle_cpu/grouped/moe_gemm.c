@@ -33,6 +33,11 @@
 
 typedef uint16_t bf16;
 
+/* acc += w * broadcast(*x) as one instruction with an embedded {1to16} broadcast of the 32-bit x
+ * (one bf16 pair, or one fp32). GCC hoists a broadcast used four times into a register and spends a
+ * shuffle per row; folding it into each FMA measured 2-9% faster on Zen 4 (decode and prefill). */
+#define FMA_BROADCAST(OP, ACC, X, W) __asm__(OP " %1%{1to16%}, %2, %0" : "+v"(ACC) : "m"(*(X)), "v"(W))
+
 /* Accumulate rows x 64 over k in [k0, k1) from row pointers xr; `rows` is a constant after inlining. */
 INLINE void dot_bf16(__m512 acc[MR][4], const bf16* const* xr, const bf16* panel, int k0, int k1, const int rows) {
   for (int k = k0; k < k1; k += 2) {
@@ -41,13 +46,11 @@ INLINE void dot_bf16(__m512 acc[MR][4], const bf16* const* xr, const bf16* panel
     __m512bh w2 = (__m512bh)_mm512_loadu_si512(p + 64), w3 = (__m512bh)_mm512_loadu_si512(p + 96);
 #pragma GCC unroll 6
     for (int m = 0; m < rows; m++) {
-      int32_t pair;
-      __builtin_memcpy(&pair, xr[m] + k, sizeof pair);
-      __m512bh xv = (__m512bh)_mm512_set1_epi32(pair);
-      acc[m][0] = _mm512_dpbf16_ps(acc[m][0], xv, w0);
-      acc[m][1] = _mm512_dpbf16_ps(acc[m][1], xv, w1);
-      acc[m][2] = _mm512_dpbf16_ps(acc[m][2], xv, w2);
-      acc[m][3] = _mm512_dpbf16_ps(acc[m][3], xv, w3);
+      const int32_t* pair = (const int32_t*)(xr[m] + k);
+      FMA_BROADCAST("vdpbf16ps", acc[m][0], pair, w0);
+      FMA_BROADCAST("vdpbf16ps", acc[m][1], pair, w1);
+      FMA_BROADCAST("vdpbf16ps", acc[m][2], pair, w2);
+      FMA_BROADCAST("vdpbf16ps", acc[m][3], pair, w3);
     }
   }
 }
@@ -59,11 +62,11 @@ INLINE void dot_f32(__m512 acc[MR][4], const float* const* xr, const float* pane
     __m512 w2 = _mm512_loadu_ps(p + 32), w3 = _mm512_loadu_ps(p + 48);
 #pragma GCC unroll 6
     for (int m = 0; m < rows; m++) {
-      __m512 xv = _mm512_set1_ps(xr[m][k]);
-      acc[m][0] = _mm512_fmadd_ps(xv, w0, acc[m][0]);
-      acc[m][1] = _mm512_fmadd_ps(xv, w1, acc[m][1]);
-      acc[m][2] = _mm512_fmadd_ps(xv, w2, acc[m][2]);
-      acc[m][3] = _mm512_fmadd_ps(xv, w3, acc[m][3]);
+      const float* xk = xr[m] + k;
+      FMA_BROADCAST("vfmadd231ps", acc[m][0], xk, w0);
+      FMA_BROADCAST("vfmadd231ps", acc[m][1], xk, w1);
+      FMA_BROADCAST("vfmadd231ps", acc[m][2], xk, w2);
+      FMA_BROADCAST("vfmadd231ps", acc[m][3], xk, w3);
     }
   }
 }
