@@ -31,46 +31,36 @@ def _expected(x: torch.Tensor, w: torch.Tensor, spans: list[tuple[int, int, int]
     return torch.cat([x[s:e].double() @ w[ex].double().T for ex, s, e in spans])
 
 
+GEMM_CASES = {
+    # 13 rows (two 6-row tiles and a remainder) of experts 2 then 0, K past one 2048 block.
+    "tiles_and_k_blocks": {"shape": (3, 128, 4160), "rows": 13, "spans": [(2, 0, 5), (0, 5, 13)]},
+    # Rows scaled and added into token rows (tokens 0 and 2 hit twice) of an output that is not zero.
+    "scatter": {"shape": (4, 192, 256), "rows": 7, "spans": [(1, 0, 3), (3, 3, 7)],
+                "rows_out": [0, 2, 4, 0, 1, 2, 3], "tokens": 5},
+    # x rows read through an index (GEMM1 without a gathered copy).
+    "gather": {"shape": (2, 64, 128), "rows": 4, "spans": [(1, 0, 2), (0, 2, 7)], "rows_in": [3, 0, 3, 1, 2, 0, 1]},
+}
+
+
+@pytest.mark.parametrize("case", GEMM_CASES)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_gemm_matches_float64_across_row_tiles_and_k_blocks(dtype: torch.dtype) -> None:
-    """13 rows (two 6-row tiles and a remainder) of experts 2 then 0, K past one 2048 block."""
+def test_gemm_matches_float64(dtype: torch.dtype, case: str) -> None:
     _runs(dtype)
+    spec = GEMM_CASES[case]
     torch.manual_seed(0)
-    w = torch.randn(3, 128, 4160, dtype=dtype)
-    x = torch.randn(13, 4160, dtype=dtype)
-    spans = [(2, 0, 5), (0, 5, 13)]
-    out = torch.zeros(13, 128)
-    native.expert_gemm(x, native.pack(w), torch.tensor(spans), out)
-    want = _expected(x, w, spans)
-    assert (out.double() - want).abs().max() < 1e-5 * want.abs().max()
-
-
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_gemm_scatters_scaled_rows_into_token_rows(dtype: torch.dtype) -> None:
-    _runs(dtype)
-    torch.manual_seed(1)
-    w = torch.randn(4, 192, 256, dtype=dtype)
-    x = torch.randn(7, 256, dtype=dtype)
-    spans = [(1, 0, 3), (3, 3, 7)]
-    token = torch.tensor([0, 2, 4, 0, 1, 2, 3])                                # token 0 and 2 hit twice
-    scale = torch.rand(7)
-    out = torch.full((5, 192), 0.5)                                             # added to, not overwritten
-    native.expert_gemm(x, native.pack(w), torch.tensor(spans), out, rows_out=token, scale=scale)
-    want = torch.full((5, 192), 0.5, dtype=torch.float64).index_add_(0, token, _expected(x, w, spans) * scale[:, None])
-    assert (out.double() - want).abs().max() < 1e-5 * want.abs().max()
-
-
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_gemm_reads_rows_through_an_index(dtype: torch.dtype) -> None:
-    _runs(dtype)
-    torch.manual_seed(3)
-    w = torch.randn(2, 64, 128, dtype=dtype)
-    x = torch.randn(4, 128, dtype=dtype)
-    rows_in = torch.tensor([3, 0, 3, 1, 2, 0, 1])
-    spans = [(1, 0, 2), (0, 2, 7)]
-    out = torch.zeros(7, 64)
-    native.expert_gemm(x, native.pack(w), torch.tensor(spans), out, rows_in=rows_in)
-    want = _expected(x[rows_in], w, spans)
+    e, n, k = spec["shape"]
+    w = torch.randn(e, n, k, dtype=dtype)
+    x = torch.randn(spec["rows"], k, dtype=dtype)
+    spans = spec["spans"]
+    rows_in = None if "rows_in" not in spec else torch.tensor(spec["rows_in"])
+    rows_out = None if "rows_out" not in spec else torch.tensor(spec["rows_out"])
+    routed = spans[-1][2]
+    scale = torch.rand(routed) if rows_out is not None else None
+    out = torch.full((spec.get("tokens", routed), n), 0.5)                    # added to, not overwritten
+    native.expert_gemm(x, native.pack(w), torch.tensor(spans), out, rows_in=rows_in, rows_out=rows_out, scale=scale)
+    y = _expected(x if rows_in is None else x[rows_in], w, spans) * (1.0 if scale is None else scale[:, None])
+    want = torch.full(out.shape, 0.5, dtype=torch.float64).index_add_(
+        0, torch.arange(routed) if rows_out is None else rows_out, y)
     assert (out.double() - want).abs().max() < 1e-5 * want.abs().max()
 
 

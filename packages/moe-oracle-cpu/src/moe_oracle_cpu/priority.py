@@ -6,8 +6,11 @@ measurement or fact behind it, so ``explain`` shows why one CPU backend precedes
 
 Selection happens per config, not per token count, so a backend that won only some token counts
 would need its experts to dispatch by T inside. ``cpu_grouped`` on its native AVX-512 kernels and
-``cpu_zentorch`` do not cross over by token count (``cpu_grouped`` won or tied every cell), so the
-order between them depends only on whether those kernels run the config.
+``cpu_zentorch`` do not cross over by token count in a way one order could serve better:
+``cpu_grouped`` won 21 of 24 cells (bf16 and fp32, 1-1024 tokens) and was within 0.4-2% of zentorch
+in two more; the one clear loss (Mixtral bf16 at 256 tokens, 445 against 405 ms in 3 rounds) was
+408 ms for cpu_grouped when re-measured alone (zentorch was 405-455 ms across runs). So the order
+between them depends only on whether the native kernels run the config.
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ def cpu_hints() -> list[PriorityHint]:
                    "the top-k sum in one C++ call; not measured on AMX, which this project's machine lacks"),
         PriorityHint(
             target="cpu_grouped", before=("cpu_zentorch",), when=NATIVE_KERNELS,
-            reason="measured by bench/cpu_moe.py on an AMD EPYC Zen 4 (2 threads; bench/results/cpu_moe_bf16.json): "
-                   "on its native kernels cpu_grouped was 3-18% faster than zentorch_fused_moe on Qwen3-30B-A3B at "
-                   "every token count from 1 to 1024 and within 4% of it or faster on Mixtral-8x7B"),
+            reason="measured by bench/cpu_moe.py on an AMD EPYC Zen 4 (2 threads; bench/results/cpu_moe_*.json): "
+                   "on its native kernels cpu_grouped was 3-62% faster than zentorch_fused_moe on Qwen3-30B-A3B "
+                   "(bf16 and fp32, 1 to 1024 tokens), 0-20% faster on Mixtral-8x7B up to 64 tokens and "
+                   "within 2% beyond except one 3-round cell (bf16, 256 tokens: 9% slower)"),
         PriorityHint(
             target="cpu_zentorch", before=("cpu_grouped",), when=~NATIVE_KERNELS,
-            reason="measured by bench/cpu_moe.py on an AMD EPYC Zen 4 (2 threads), cpu_grouped on oneDNN "
-                   "(MOE_ORACLE_CPU_NATIVE=0): zentorch_fused_moe was 1.3-2.4x faster on Qwen3-30B-A3B (bf16 "
-                   "and fp32) and 1.04-1.7x on Mixtral-8x7B (bf16) at every token count from 1 to 1024"),
+            reason="measured by bench/cpu_moe.py on an AMD EPYC Zen 4 (2 threads; cpu_grouped_onednn in "
+                   "bench/results/cpu_moe_*.json): against cpu_grouped on oneDNN, zentorch_fused_moe was 1.3-2.7x "
+                   "faster on Qwen3-30B-A3B and 1.0-1.8x on Mixtral-8x7B (bf16 and fp32, 1 to 1024 tokens)"),
     ]
