@@ -30,6 +30,8 @@ import torch
 import triton
 import triton.language as tl
 
+from moe_oracle.triton.tune import input_sets, random_experts, time_graph  # shared with moe-oracle tune
+
 PRESETS = {  # name: (E, top_k, H, I)
     "mixtral-8x7b": (8, 2, 4096, 14336),
     "qwen3-30b-a3b": (128, 8, 2048, 768),
@@ -99,31 +101,8 @@ def make_config(preset: str, quant: str):
 
 
 def make_experts(config, seed: int = 0):
-    """TritonExperts on random canonical weights built on the GPU, one expert chunk at a time."""
-    from moe_oracle import oracle_for
-    from moe_oracle.kernel.weights import CanonicalWeights, canonical_kernel_weights
-    from moe_oracle.quant import quantize_weights
-    from moe_oracle.triton.experts import TritonExperts
-
-    torch.manual_seed(seed)
-    e, h, i = config.num_experts, config.hidden_size, config.intermediate_size
-    tensors: dict[str, torch.Tensor] = {}
-    for name, shape in (("w13", (2 * i, h)), ("w2", (h, i))):
-        fan_in = shape[1]
-        if config.scheme.weight is None:
-            tensors[name] = torch.randn(e, *shape, dtype=torch.bfloat16, device="cuda") / math.sqrt(fan_in)
-            continue
-        parts: dict[str, list[torch.Tensor]] = {}
-        for e0 in range(0, e, 8):
-            w = torch.randn(min(8, e - e0), *shape, device="cuda") / math.sqrt(fan_in)
-            q = quantize_weights(config.scheme, w)
-            for field in ("data", "scale"):
-                parts.setdefault(field, []).append(getattr(q, field))
-            del w
-        tensors[name] = torch.cat(parts["data"])
-        tensors[f"{name}_scale"] = torch.cat(parts["scale"])
-    kw = canonical_kernel_weights(CanonicalWeights(**tensors), config, backend="triton")
-    return TritonExperts(config, oracle_for(config).make_quant_config(config, kw), kw)
+    """TritonExperts on random canonical weights built on the GPU (``moe_oracle.triton.tune``)."""
+    return random_experts(config, seed=seed)
 
 
 def expert_bytes(config) -> float:
@@ -133,36 +112,8 @@ def expert_bytes(config) -> float:
     return 3 * h * i + 3 * math.ceil(h / 128) * math.ceil(i / 128) * 4  # fp8 values + block scales
 
 
-def input_sets(config, tokens: int, count: int, seed: int = 1):
-    """``count`` independent (hidden [M, H], topk_weights [M, K], topk_ids [M, K]) on the GPU:
-    random logits, softmax, top-k, renormalized."""
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    sets = []
-    for _ in range(count):
-        hidden = torch.randn(tokens, config.hidden_size, generator=g, device="cuda").to(config.dtype)
-        logits = torch.randn(tokens, config.num_experts, generator=g, device="cuda")
-        weights, ids = torch.topk(torch.softmax(logits, dim=-1), config.top_k, dim=-1)
-        weights = weights / weights.sum(dim=-1, keepdim=True)
-        sets.append((hidden, weights.float(), ids.to(torch.int32)))
-    return sets
-
-
 def sets_for(tokens: int) -> int:
     return 8 if tokens <= 256 else 4 if tokens <= 1024 else 2
-
-
-def time_graph(experts, sets, *, rep_ms: int = 300, warmup_ms: int = 50) -> float:
-    """Median ms per forward of a CUDA graph running ``experts.apply`` once per input set."""
-    for s in sets:  # compile and settle allocations outside the capture
-        experts.apply(*s)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for s in sets:
-            experts.apply(*s)
-    ms = triton.testing.do_bench(graph.replay, warmup=warmup_ms, rep=rep_ms, return_mode="median")
-    del graph
-    return ms / len(sets)
 
 
 def profile_cell(experts, config, tokens: int, forwards: int = 8) -> list[tuple[str, float]]:

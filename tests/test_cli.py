@@ -89,3 +89,19 @@ def test_bench_writes_json_and_plot(tmp_path: Path, capsys: pytest.CaptureFixtur
     data = json.loads(out_json.read_text())
     assert set(data["ms"]["reference"]) == {"1", "4"} and data["config"]["quant"] == "fp32"
     assert out_png.stat().st_size > 1000
+
+
+def test_tune_needs_a_gpu(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: tests/gpu runs moe-oracle tune for real")
+    assert main(["tune", "--model", "qwen3-30b-a3b", "--tokens", "1", "--out", str(tmp_path)]) == 2
+    assert "moe-oracle tune times the Triton experts with CUDA graphs and needs a CUDA or ROCm GPU" in \
+        capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_tune_rejects_zero_tokens(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="--tokens for tune must be positive"):
+        main(["tune", "--model", "tiny", "--tokens", "0,1", "--out", str(tmp_path)])

@@ -1,8 +1,11 @@
 """Triton experts on a CUDA GPU (compiled kernels): every scheme against the reference on realistic
 shapes, bf16 included (the interpreter cannot check it), the batched format, CUDA-graph capture,
-and the shipped tuned configs. Skipped without CUDA."""
+the shipped tuned configs and ``moe-oracle tune``. Skipped without CUDA."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -136,3 +139,23 @@ def test_shipped_h100_configs_load() -> None:
         pytest.fail(f"no tuned Qwen3-30B-A3B bf16 file for {name} in {dirs[0]}")
     cfg = get_configs(config, 64, name)
     assert cfg.w13.block_m >= 16
+
+
+def test_moe_oracle_tune_writes_a_file_the_lookup_uses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI's real search on this GPU (tiny layer, short timing windows), read back by the lookup."""
+    from moe_oracle.cli import main
+    from moe_oracle.triton import configs
+
+    assert main(["tune", "--model", "tiny", "--tokens", "1,64", "--out", str(tmp_path), "--rep-ms", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote" in out
+    monkeypatch.setenv(configs.ENV_DIR, str(tmp_path))
+    configs._load.cache_clear()
+    try:
+        table = configs.tuned_configs(MoEConfig.preset("tiny"), torch.cuda.get_device_name())
+    finally:
+        configs._load.cache_clear()
+    assert table is not None and sorted(table) == [1, 64]
+    data = json.loads(next(tmp_path.iterdir()).read_text())
+    assert all(entry["ms"] <= entry["default_ms"] for entry in data["configs"].values())

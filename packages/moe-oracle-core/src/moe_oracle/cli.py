@@ -4,6 +4,7 @@
     moe-oracle explain --model deepseek-v3 --quant fp8_block --platform cuda:9.0,flashinfer=0.6.13
     moe-oracle run --model tiny --tokens 1,16,64      select, run, check against the reference, time
     moe-oracle bench --model tiny --tokens 1,16 --json out.json --plot out.png
+    moe-oracle tune --model qwen3-30b-a3b --tokens 1,16,256 --out configs/   Triton configs for this GPU
 """
 
 from __future__ import annotations
@@ -67,6 +68,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", dest="json_out", help="write results to this JSON file")
     p.add_argument("--plot", help="write a PNG plot (needs matplotlib)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("tune", help="tune the Triton experts' launch configs for one layer on this GPU")
+    _layer_args(p)
+    p.add_argument("--tokens", default="1,16,64,256,1024", help="token counts, comma-separated")
+    p.add_argument("--out", required=True, help="folder for the tuned JSON file (an existing one is merged into); "
+                                                "use it through MOE_ORACLE_TRITON_CONFIG_DIR")
+    p.add_argument("--rep-ms", type=int, default=60, help="timing window per candidate (ms)")
+    p.set_defaults(func=cmd_tune)
     return parser
 
 
@@ -286,6 +295,38 @@ def cmd_bench(args: argparse.Namespace) -> int:
             json.dump(payload, f, indent=2)
     if args.plot:
         _plot(results, args.plot, title=f"{args.model or args.hf_config} {config.scheme.name} on {device}")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from moe_oracle import registry
+
+    config = build_config(args)
+    tokens = _tokens(args.tokens)
+    if 0 in tokens:
+        raise SystemExit("error: --tokens for tune must be positive")
+    if not torch.cuda.is_available():
+        print("error: moe-oracle tune times the Triton experts with CUDA graphs and needs a CUDA or ROCm GPU; "
+              "torch sees none here", file=sys.stderr)
+        return 2
+    from moe_oracle.triton.tune import tune, write_configs
+
+    support = registry().get("triton").supports(config, Platform.detect())
+    if not support.ok:
+        print(f"error: the Triton experts do not run this layer here: {support.reason}", file=sys.stderr)
+        return 2
+    device_name = torch.cuda.get_device_name()
+    print(f"tuning {config.scheme.name} E={config.num_local_experts} N={config.intermediate_size_per_partition} "
+          f"H={config.hidden_size} top_k={config.top_k} on {device_name} at M={','.join(map(str, tokens))}",
+          file=sys.stderr, flush=True)
+    points = tune(config, tokens, rep_ms=args.rep_ms, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    path = write_configs(config, points, Path(args.out), device_name)
+    print(f"{'tokens':>7} {'tuned ms':>10} {'default ms':>11}")
+    for p in points:
+        print(f"{p.tokens:>7} {p.ms:>10.4f} {p.default_ms:>11.4f}")
+    print(f"wrote {path}")
     return 0
 
 
