@@ -64,24 +64,28 @@ def test_gemm_matches_float64(dtype: torch.dtype, case: str) -> None:
     assert (out.double() - want).abs().max() < 1e-5 * want.abs().max()
 
 
-@pytest.mark.parametrize(("dtype", "k"), [(torch.bfloat16, 4160), (torch.float32, 96)])
+@pytest.mark.parametrize(("dtype", "k"), [(torch.bfloat16, 4160), (torch.float32, 128)])
 def test_silu_epilogue_matches_silu_gate_times_up(dtype: torch.dtype, k: int) -> None:
-    """Gate/up panels, 13 gathered rows (tiles of 6, 6, 1), K past one block for bf16; values large
-    enough to reach exp's clamps (|g| > 88) as well as the usual range."""
+    """The one-call layer with identity w2 and one unweighted slot per token returns GEMM1's epilogue
+    itself: 13 tokens (tiles of 6, 6, 1 over two experts), K past one 2048 block for bf16, and one
+    token large enough to reach exp's clamps (|g| in the hundreds)."""
     _runs(dtype)
     torch.manual_seed(4)
-    i = 96
+    i = 128
     w13 = torch.randn(3, 2 * i, k, dtype=dtype)
-    x = torch.randn(9, k, dtype=dtype)
-    x[4] *= 30                                                                   # |g| in the hundreds
-    rows_in = torch.tensor([4, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 4])
-    spans = [(2, 0, 6), (0, 6, 13)]
-    act = torch.empty(13, i, dtype=dtype)
-    native.expert_gemm_silu(x, native.pack(w13, gate_up=True), torch.tensor(spans), act, rows_in=rows_in)
-    h = _expected(x[rows_in], w13, spans)                                        # [13, 2I] float64
+    w2 = torch.zeros(3, k, i, dtype=dtype)                     # [E, H, I]: out[:, :I] = act, the rest 0
+    w2[:, :i] = torch.eye(i, dtype=dtype)
+    x = torch.randn(13, k, dtype=dtype)
+    x[4] *= 30
+    ids = torch.tensor([2] * 6 + [0] * 7, dtype=torch.int32)[:, None]
+    out = native.forward_silu(x, torch.ones(13, 1), ids, native.pack(w13, gate_up=True), native.pack(w2),
+                              num_local_experts=3, weighted=False)
+    assert out is not None
+    h = torch.cat([x[:6].double() @ w13[2].double().T, x[6:].double() @ w13[0].double().T])   # [13, 2I]
     want = torch.nn.functional.silu(h[:, :i]) * h[:, i:]
     tol = 1e-2 if dtype == torch.bfloat16 else 1e-5                              # bf16 output rounding
-    assert ((act.double() - want).abs() <= tol * (want.abs() + want.abs().max() * 1e-3)).all()
+    assert ((out[:, :i].double() - want).abs() <= tol * (want.abs() + want.abs().max() * 1e-3)).all()
+    assert torch.equal(out[:, i:], torch.zeros_like(out[:, i:]))
 
 
 def test_gemm_reads_strided_rows() -> None:

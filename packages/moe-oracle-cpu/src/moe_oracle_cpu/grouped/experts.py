@@ -142,21 +142,12 @@ class GroupedExperts(ExpertsModular):
         if config.apply_router_weight_on_input:
             x = x * topk_weights.to(self.dtype)                                  # [T, H] * [T, 1]
         x = _quantized(config, self.quant_config.a13, x, self.dtype)             # [T, H]
-        if self.native and "w13_gate_up_panels" in self.weights.extras:
-            out = native.forward_silu(x.contiguous(), topk_weights, topk_ids, self.weights.extras["w13_gate_up_panels"],
-                                      self.weights.extras["w2_panels"], num_local_experts=config.num_local_experts,
-                                      expert_map=expert_map, weighted=not config.apply_router_weight_on_input)
-            if out is None:
-                check_inputs(config, hidden, topk_weights, topk_ids, expert_map, expert_num_tokens)
-                raise AssertionError("the native sort refused ids that check_inputs accepts")
-            return out if out.dtype == hidden.dtype else out.to(hidden.dtype)
         if self.native:
-            sorted_rows = native.sort_rows(topk_weights, topk_ids, num_local_experts=config.num_local_experts,
-                                           expert_map=expert_map)
-            if sorted_rows is None:
+            native_out = self._apply_native(x.contiguous(), topk_weights, topk_ids, expert_map)
+            if native_out is None:  # an id out of range: the full check names it
                 check_inputs(config, hidden, topk_weights, topk_ids, expert_map, expert_num_tokens)
                 raise AssertionError("the native sort refused ids that check_inputs accepts")
-            return self._native(x.contiguous(), sorted_rows).to(hidden.dtype)
+            return native_out.to(hidden.dtype)
         rows = sort_by_expert(topk_weights, topk_ids, num_local_experts=config.num_local_experts,
                               expert_map=expert_map)
         out = torch.zeros(hidden.shape[0], config.hidden_size, dtype=self.dtype)  # [T, H]
@@ -166,12 +157,24 @@ class GroupedExperts(ExpertsModular):
             (self._packed if self.packed else self._tiles)(xs, rows, weight, out)
         return out if out.dtype == hidden.dtype else out.to(hidden.dtype)
 
+    def _apply_native(self, x: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor,
+                      expert_map: torch.Tensor | None) -> torch.Tensor | None:
+        """The layer on the native kernels: one C call for plain gated silu, else sort, GEMMs and the
+        activation between (``_native``). None if an id is out of range."""
+        config, extras = self.config, self.weights.extras
+        if "w13_gate_up_panels" in extras:
+            return native.forward_silu(x, topk_weights, topk_ids, extras["w13_gate_up_panels"], extras["w2_panels"],
+                                       num_local_experts=config.num_local_experts, expert_map=expert_map,
+                                       weighted=not config.apply_router_weight_on_input)
+        rows = native.sort_rows(topk_weights, topk_ids, num_local_experts=config.num_local_experts,
+                                expert_map=expert_map)
+        return None if rows is None else self._native(x, rows)
+
     def _native(self, x: torch.Tensor, rows: native.SortedRows) -> torch.Tensor:
-        """Both projections as one C call each over every expert (``native``); returns the
-        float32 ``[T, H]`` sum. GEMM1 reads the token rows of ``x`` ``[T, H]`` through ``rows.token``
-        and, for plain gated silu, writes ``silu(gate) * up`` ``[R, I]`` from its epilogue; otherwise it
-        adds into a float32 ``[R, N]`` buffer (seeded with ``b13``) and the activation runs in place on
-        that. GEMM2 scales each row by its router weight and adds it into its token's output row."""
+        """Both projections as one C call each over every expert; returns the float32 ``[T, H]`` sum.
+        GEMM1 reads the token rows of ``x`` ``[T, H]`` through ``rows.token`` and adds into a float32
+        ``[R, N]`` buffer (seeded with ``b13``); the activation runs in place on that; GEMM2 scales each
+        row by its router weight and adds it into its token's output row."""
         config = self.config
         extras = self.weights.extras
         out = torch.zeros(x.shape[0], config.hidden_size, dtype=torch.float32)  # [T, H]
@@ -179,14 +182,10 @@ class GroupedExperts(ExpertsModular):
         if not r:
             return out
         spans = rows.spans                                                       # [S, 3]
-        if "w13_gate_up_panels" in extras:
-            a = torch.empty(r, config.intermediate_size_per_partition, dtype=self.dtype)  # [R, I]
-            native.expert_gemm_silu(x, extras["w13_gate_up_panels"], spans, a, rows_in=rows.token)
-        else:
-            h = (torch.zeros(r, config.w13_rows, dtype=torch.float32) if self.b13 is None
-                 else self.b13.float().index_select(0, _row_experts(spans)))                  # [R, N]
-            native.expert_gemm(x, extras["w13_panels"], spans, h, rows_in=rows.token)
-            a = activate_(config, h).to(self.dtype)                              # [R, I], row stride N if fp32
+        h = (torch.zeros(r, config.w13_rows, dtype=torch.float32) if self.b13 is None
+             else self.b13.float().index_select(0, _row_experts(spans)))         # [R, N]
+        native.expert_gemm(x, extras["w13_panels"], spans, h, rows_in=rows.token)
+        a = activate_(config, h).to(self.dtype)                                  # [R, I], row stride N if fp32
         weight = None if config.apply_router_weight_on_input else rows.weight     # [R]
         native.expert_gemm(a, extras["w2_panels"], spans, out, rows_out=rows.token, scale=weight)
         if self.b2 is not None:

@@ -3,13 +3,14 @@
  * Rows are (token, slot) pairs sorted by expert; spans[s] = (expert, start, end) lists each expert's
  * rows [start, end). Row r reads x[rows_in[r]] (or x[r]), so GEMM1 needs no gathered copy of x.
  *
- *   moe_gemm_*:      out[o(r), n] += scale[r] * sum_k x_r[k] W_e[n, k], o(r) = rows_out[r] or r, fp32 out
- *   moe_gemm_silu_*: act[r, i] = silu(g) * u, g and u the gate and up outputs i of W13_e, in x's dtype
+ *   moe_gemm_*:         out[o(r), n] += scale[r] * sum_k x_r[k] W_e[n, k], o(r) = rows_out[r] or r, fp32 out
+ *   moe_forward_silu_*: a whole gated-silu layer (sort, GEMM1 with act[r, i] = silu(g) * u in its epilogue,
+ *                       GEMM2 with the weighted top-k sum in its epilogue, cast) in one parallel region
  *
  * Weights are packed per expert into column panels of NB = 64 outputs (four zmm of fp32 lanes):
  *   bf16: [E][N/64][K/2][64][2] (k pairs, for vdpbf16ps)     fp32: [E][N/64][K][64]
  * so one k step reads 256 contiguous bytes of a panel, and a micro-tile of up to MR rows x 64 columns
- * keeps 4 * MR accumulators in registers while each x value is broadcast. For the silu kernels, panel b
+ * keeps 4 * MR accumulators in registers while each x value is broadcast. For the silu epilogue, panel b
  * holds gate rows 32b..32b+31 then up rows I+32b..I+32b+31 of W13, so one tile sees both halves.
  *
  * Work split: tasks (span, panel) in memory order, cut into one contiguous run per thread with equal
@@ -18,7 +19,7 @@
  * spans, so every output element has one writer (a token's slots go to distinct experts), and walks
  * them expert by expert, so it streams each expert's panels in memory order.
  * moe_gemm_* runs K in blocks of KC so a 64 x KC panel stays in L2 while an expert's rows pass over
- * it; the silu kernels keep all of K in registers (the activation needs the finished sums).
+ * it; the silu epilogue keeps all of K in registers (the activation needs the finished sums).
  */
 #include <immintrin.h>
 #include <omp.h>
@@ -223,23 +224,12 @@ INLINE int mine(double before, double c, double lo, double hi) {
     }                                                                                                         \
   }
 
-#define DEFINE_GEMM_SILU(NAME, T, PANEL)                                                                      \
-  void NAME(const T* x, long ldx, const int64_t* rows_in, const T* w, int N, int K, const int64_t* spans,      \
-            int nspans, T* act, long lda, int nthreads) {                                                     \
-    int panels = N / NB;                                                                                      \
-    size_t expert_stride = (size_t)N * K, panel_stride = (size_t)NB * K;                                      \
-    _Pragma("omp parallel num_threads(nthreads)")                                                             \
-    FOR_MY_TASKS(PANEL(x, ldx, rows_in, PANEL_AT(s, b), K, ARGS_SPAN(s), act + b * (NB / 2), lda))            \
-  }
-
 DEFINE_PANEL(panel_bf16, bf16, dot_bf16)
 DEFINE_PANEL(panel_f32, float, dot_f32)
 DEFINE_PANEL_SILU(panel_silu_bf16, bf16, dot_bf16, store_act)
 DEFINE_PANEL_SILU(panel_silu_f32, float, dot_f32, store_act_f32)
 DEFINE_GEMM(moe_gemm_bf16, bf16, panel_bf16)
 DEFINE_GEMM(moe_gemm_f32, float, panel_f32)
-DEFINE_GEMM_SILU(moe_gemm_silu_bf16, bf16, panel_silu_bf16)
-DEFINE_GEMM_SILU(moe_gemm_silu_f32, float, panel_silu_f32)
 
 /* Counting sort of the (token, slot) pairs by local expert, stable (token order within an expert).
  * ids: [pairs] int32 (ids_are_64 = 0) or int64 expert ids, global when expert_map is given (int64

@@ -41,9 +41,8 @@ PANEL = 64          # output columns per packed panel (NB in moe_gemm.c)
 FEATURE = {torch.bfloat16: "avx512_bf16", torch.float32: "avx512"}
 
 _P, _L, _I = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
-# x, ldx, rows_in, w, N, K, spans, nspans, then (out, ldo, rows_out, scale) or (act, lda), then nthreads.
+# x, ldx, rows_in, w, N, K, spans, nspans, out, ldo, rows_out, scale, nthreads.
 _GEMM_ARGS = [_P, _L, _P, _P, _I, _I, _P, _I, _P, _L, _P, _P, _I]
-_SILU_ARGS = [_P, _L, _P, _P, _I, _I, _P, _I, _P, _L, _I]
 
 
 class NativeError(RuntimeError):
@@ -53,7 +52,6 @@ class NativeError(RuntimeError):
 class Library(NamedTuple):
     path: Path
     gemm: dict[torch.dtype, Callable[..., None]]
-    gemm_silu: dict[torch.dtype, Callable[..., None]]
     sort_rows: Callable[..., int]
     forward_silu: dict[torch.dtype, Callable[..., int]]
 
@@ -108,12 +106,11 @@ def load() -> Library:
         lib = ctypes.CDLL(str(path))
     except OSError as exc:
         raise NativeError(f"cannot load {path}: {exc}") from exc
-    kernels: dict[str, dict[torch.dtype, Callable[..., None]]] = {"gemm": {}, "gemm_silu": {}}
-    for kind, args in (("gemm", _GEMM_ARGS), ("gemm_silu", _SILU_ARGS)):
-        for dtype, suffix in ((torch.bfloat16, "bf16"), (torch.float32, "f32")):
-            fn = getattr(lib, f"moe_{kind}_{suffix}")
-            fn.argtypes, fn.restype = args, None
-            kernels[kind][dtype] = fn
+    gemm = {}
+    for dtype, suffix in ((torch.bfloat16, "bf16"), (torch.float32, "f32")):
+        fn = getattr(lib, f"moe_gemm_{suffix}")
+        fn.argtypes, fn.restype = _GEMM_ARGS, None
+        gemm[dtype] = fn
     sort_rows = lib.moe_sort_rows
     sort_rows.argtypes = [_P, _I, _P, _L, _I, _P, _L, _I, _P, _P, _P, _P, ctypes.POINTER(_L)]
     sort_rows.restype = _L
@@ -123,7 +120,7 @@ def load() -> Library:
         fn.argtypes = [_P, _L, _I, _I, _P, _I, _P, _I, _P, _L, _I, _P, _P, _I, _P, _P, _P, _P, _P, _I]
         fn.restype = _L
         forward_silu[dtype] = fn
-    return Library(path, **kernels, sort_rows=sort_rows, forward_silu=forward_silu)
+    return Library(path, gemm=gemm, sort_rows=sort_rows, forward_silu=forward_silu)
 
 
 def load_error() -> str:
@@ -154,7 +151,7 @@ def pack(w: torch.Tensor, *, gate_up: bool = False) -> torch.Tensor:
     """Canonical experts ``[E, N, K]`` -> panels: bf16 ``[E, N/64, K/2, 64, 2]``, fp32 ``[E, N/64, K, 64]``
     (``moe_gemm.c``'s layout: one k step of a panel is 256 contiguous bytes). With ``gate_up`` (gated
     ``w13``, N = 2I), panel b holds gate rows ``32b..32b+31`` then up rows ``I+32b..I+32b+31``, as the
-    silu kernels read them. A new tensor."""
+    silu epilogue reads them. A new tensor."""
     e, n, k = w.shape
     if gate_up:
         w = w.reshape(e, 2, n // PANEL, PANEL // 2, k).transpose(1, 2)          # [E, N/64, 2, 32, K]
@@ -245,17 +242,6 @@ def expert_gemm(x: torch.Tensor, packed: torch.Tensor, spans: torch.Tensor, out:
     load().gemm[x.dtype](x.data_ptr(), x.stride(0), _ptr(rows_in), packed.data_ptr(), packed.shape[1] * PANEL,
                          x.shape[1], spans.data_ptr(), spans.shape[0], out.data_ptr(), out.stride(0), _ptr(rows_out),
                          _ptr(scale), torch.get_num_threads())
-
-
-def expert_gemm_silu(x: torch.Tensor, packed: torch.Tensor, spans: torch.Tensor, act: torch.Tensor, *,
-                     rows_in: torch.Tensor | None = None) -> None:
-    """``act[r] = silu(g) * u`` where ``[g, u] = x[rows_in[r] or r] @ W13_e^T``, for the rows of every span;
-    ``packed`` from ``pack(w13, gate_up=True)``, ``act`` ``[R, I]`` contiguous in ``x``'s dtype."""
-    _check(x, packed, spans, rows_in)
-    assert act.is_contiguous() and act.dtype == x.dtype and act.shape[1] * 2 == packed.shape[1] * PANEL
-    load().gemm_silu[x.dtype](x.data_ptr(), x.stride(0), _ptr(rows_in), packed.data_ptr(), packed.shape[1] * PANEL,
-                              x.shape[1], spans.data_ptr(), spans.shape[0], act.data_ptr(), act.stride(0),
-                              torch.get_num_threads())
 
 
 def _check(x: torch.Tensor, packed: torch.Tensor, spans: torch.Tensor, rows_in: torch.Tensor | None) -> None:
