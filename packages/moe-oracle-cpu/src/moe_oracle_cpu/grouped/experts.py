@@ -4,8 +4,11 @@ Shape letters: T tokens, H hidden size, K top-k, E_l local experts, I intermedia
 partition, N rows of w13 (2*I gated, I otherwise), R routed (token, slot) pairs, M rows of one expert.
 
 Every forward converts ``hidden`` ``[T, H]`` to the compute dtype (fp16 runs in fp32, see
-``_weights.compute_dtype``), sorts the pairs by expert once and gathers ``xs`` ``[R, H]``, so
-each expert's rows are one contiguous slice. Then one of two paths:
+``_weights.compute_dtype``). Where the weights were converted to native panels (unquantized bf16/fp32
+on an AVX-512 CPU, ``native.py``), the layer runs on the C kernels: one call for plain gated silu,
+else a C sort, a C GEMM1 into ``[R, N]``, the activation in torch, a C GEMM2 into the output rows.
+Otherwise it sorts the pairs by expert in torch and gathers ``xs`` ``[R, H]``, so each expert's
+rows are one contiguous slice, then takes one of two paths:
 
 - **packed** (unquantized bf16/fp32): one pass over the experts. GEMM1 on oneDNN-packed weights
   with the activation as a post-op where oneDNN has it (``silu``/``gelu`` gated: ``swish(x Wg^T)``
@@ -18,8 +21,9 @@ each expert's rows are one contiguous slice. Then one of two paths:
   activation runs in place on it and is quantized; pass 2 dequantizes each ``w2`` tile, multiplies
   and adds into the output rows. Never more than one expert's float weights exist at a time.
 
-Neither path allocates an ``[R, H]`` buffer: the top-k reduction is the ``index_add_`` into the
-output, which accumulates in the compute dtype (for fp16 that output is float32, cast at the end).
+No path allocates an ``[R, H]`` buffer: the top-k reduction is GEMM2's native epilogue (into a
+float32 ``[T, H]``) or the ``index_add_`` into the output, which accumulates in the compute dtype
+(for fp16 that output is float32, cast at the end).
 
 GEMM choice, measured on this project's 2-core AMD Zen 4 (Qwen3-30B-A3B expert shapes,
 8 experts per call, 1-64 rows each): ``torch._grouped_mm`` on CPU runs ATen's loop of ``mm``
