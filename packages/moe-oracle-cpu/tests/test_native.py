@@ -141,6 +141,15 @@ def test_missing_compiler_is_named(fresh_build: Path, monkeypatch: pytest.Monkey
         native.load()
 
 
+def test_unwritable_cache_folder_is_named(fresh_build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv(native.ENV_CACHE, str(blocker / "cache"))
+    with pytest.raises(native.NativeError, match=r"cannot write the kernel cache folder .*a-file/cache .*"
+                                                 r"set MOE_ORACLE_CACHE_DIR to a writable folder"):
+        native.load()
+
+
 def test_compile_errors_carry_the_compiler_output(fresh_build: Path, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CC", _fake_compiler(tmp_path, 3, "error: unknown flag -mavx512bf16"))

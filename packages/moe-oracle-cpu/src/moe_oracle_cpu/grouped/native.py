@@ -97,11 +97,15 @@ def load() -> Library:
     key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(FLAGS).encode()])).hexdigest()[:16]
     path = _cache_dir() / f"moe_gemm_{key}.so"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
-            built = Path(scratch) / path.name
-            _run([compiler, *FLAGS, str(SOURCE), "-o", str(built)], f"compile {SOURCE.name} with {compiler}")
-            os.replace(built, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+                built = Path(scratch) / path.name
+                _run([compiler, *FLAGS, str(SOURCE), "-o", str(built)], f"compile {SOURCE.name} with {compiler}")
+                os.replace(built, path)
+        except OSError as exc:
+            raise NativeError(f"cannot write the kernel cache folder {path.parent} ({exc}); "
+                              f"set {ENV_CACHE} to a writable folder") from exc
     try:
         lib = ctypes.CDLL(str(path))
     except OSError as exc:
