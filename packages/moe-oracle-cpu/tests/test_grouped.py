@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -171,3 +172,28 @@ def test_uses_the_callers_thread_count(monkeypatch: pytest.MonkeyPatch, routed: 
     finally:
         torch.set_num_threads(threads)
     torch.testing.assert_close(got, want, atol=1e-2, rtol=1e-2)
+
+
+def test_amx_cpus_send_many_rows_per_expert_to_torch(monkeypatch: pytest.MonkeyPatch, routed: Callable[..., Any]) -> None:
+    """With AMX (simulated here), from AMX_TORCH_ROWS rows per expert the layer runs torch.mm on the
+    canonical weights (oneDNN's AMX path) instead of the native kernels; both match the reference."""
+    from moe_oracle.testing import assert_close, reference_moe
+    from moe_oracle_cpu.grouped import experts as experts_module
+
+    config = MoEConfig(**BASE)
+    if native.unsupported(config, Platform.detect().features) or native.load_error():
+        pytest.skip("native kernels do not run here")
+    amx = dataclasses.replace(Platform.detect(), features=Platform.detect().features | {"amx_bf16"})
+    monkeypatch.setattr(experts_module.Platform, "detect", lambda *a, **k: amx)
+    weights = random_weights(config, seed=0)
+    converted = convert(weights, config)
+    experts = GroupedExperts(config, oracle_for(config).make_quant_config(config, converted), converted)
+    assert experts.torch_from_pairs == experts_module.AMX_TORCH_ROWS * 8
+    calls: list[int] = []
+    real = native.forward_silu
+    monkeypatch.setattr(native, "forward_silu", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for tokens, native_calls in ((63, 1), (64, 1)):   # 63 * 2 < 16 * 8 <= 64 * 2
+        hidden, topk_weights, topk_ids = routed(config, tokens, 1)
+        out = experts.apply(hidden, topk_weights, topk_ids)
+        assert_close(out, reference_moe(config, weights, hidden, topk_weights, topk_ids), config=config)
+        assert len(calls) == native_calls

@@ -6,7 +6,8 @@ partition, N rows of w13 (2*I gated, I otherwise), R routed (token, slot) pairs,
 Every forward converts ``hidden`` ``[T, H]`` to the compute dtype (fp16 runs in fp32, see
 ``_weights.compute_dtype``). Where the weights were converted to native panels (unquantized bf16/fp32
 on an AVX-512 CPU, ``native.py``), the layer runs on the C kernels: one call for plain gated silu,
-else a C sort, a C GEMM1 into ``[R, N]``, the activation in torch, a C GEMM2 into the output rows.
+else a C sort, a C GEMM1 into ``[R, N]``, the activation in torch, a C GEMM2 into the output rows
+(on an AMX CPU, bf16 forwards with many rows per expert take the torch path below: ``AMX_TORCH_ROWS``).
 Otherwise it sorts the pairs by expert in torch and gathers ``xs`` ``[R, H]``, so each expert's
 rows are one contiguous slice, then takes one of two paths:
 
@@ -58,6 +59,12 @@ _POST_OPS = {"silu": ("swish", ""), "gelu": ("gelu", "none")}
 
 
 NATIVE_LAYOUT = "canonical+avx512_panels"
+# On a CPU with AMX, bf16 layers with at least this many rows per expert (T * top_k / E_l) run torch.mm
+# on the canonical weights, which oneDNN runs on AMX tiles, instead of the AVX-512 kernels. Measured on
+# a Sapphire Rapids Xeon, 16 threads (bench/results/cpu_native_vs_onednn_amx_2026-11-25.log): torch was
+# 1.9-3.7x faster from 16 rows on Mixtral-8x7B and 1.5x at 64 on Qwen3-30B-A3B; the native kernels were
+# 1.5-2.9x faster below 16 (and on Qwen3 at 16: 40 against 59 ms, the one cell this rule gets wrong).
+AMX_TORCH_ROWS = 16
 _log = logging.getLogger(__name__)
 
 
@@ -117,6 +124,9 @@ class GroupedExperts(ExpertsModular):
                               f"layout {weights.layout!r} without them")
         if self.native:
             native.load()  # built by the converter already; raises NativeError if it vanished
+        amx = self.dtype == torch.bfloat16 and "amx_bf16" in Platform.detect().features
+        # Routed pairs from which a forward leaves the native kernels for torch (see AMX_TORCH_ROWS).
+        self.torch_from_pairs = AMX_TORCH_ROWS * config.num_local_experts if amx else None
         self.w13 = ExpertWeights(config, weights.w13, quant_config.w13)
         self.w2 = ExpertWeights(config, weights.w2, quant_config.w2)
         self.b13 = bias_in(self.dtype, quant_config.w13.bias)                 # [E_l, N] or None
@@ -140,13 +150,14 @@ class GroupedExperts(ExpertsModular):
         ``[T, H]`` in ``hidden.dtype``, newly allocated.
         """
         config = self.config
+        use_native = self.native and (self.torch_from_pairs is None or topk_ids.numel() < self.torch_from_pairs)
         # The native sort checks the ids as it reads them (and falls back to this check to name a bad one).
-        check_inputs(config, hidden, topk_weights, topk_ids, expert_map, expert_num_tokens, check_values=not self.native)
+        check_inputs(config, hidden, topk_weights, topk_ids, expert_map, expert_num_tokens, check_values=not use_native)
         x = hidden.to(self.dtype)                                                # [T, H]
         if config.apply_router_weight_on_input:
             x = x * topk_weights.to(self.dtype)                                  # [T, H] * [T, 1]
         x = _quantized(config, self.quant_config.a13, x, self.dtype)             # [T, H]
-        if self.native:
+        if use_native:
             native_out = self._apply_native(x.contiguous(), topk_weights, topk_ids, expert_map)
             if native_out is None:  # an id out of range: the full check names it
                 check_inputs(config, hidden, topk_weights, topk_ids, expert_map, expert_num_tokens)
