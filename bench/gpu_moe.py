@@ -100,11 +100,6 @@ def make_config(preset: str, quant: str):
     return MoEConfig(num_experts=e, top_k=k, hidden_size=h, intermediate_size=i, quant=quant)
 
 
-def make_experts(config, seed: int = 0):
-    """TritonExperts on random canonical weights built on the GPU (``moe_oracle.triton.tune``)."""
-    return random_experts(config, seed=seed)
-
-
 def expert_bytes(config) -> float:
     h, i = config.hidden_size, config.intermediate_size
     if config.scheme.weight is None:
@@ -223,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         if (args.presets and preset not in args.presets) or (args.quant and quant not in args.quant):
             continue
         config = make_config(preset, quant)
-        experts = make_experts(config)
+        experts = random_experts(config)
         for tokens in args.tokens:
             cell = run_cell(experts, config, preset, quant, tokens, limits)
             cells.append(cell)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import gpu_moe  # bench/ is not a package: found through sys.path above
 import torch
 
-from moe_oracle.triton.tune import candidates, write_configs
+from moe_oracle.triton.tune import candidates, random_experts, write_configs
 from moe_oracle.triton.tune import tune as search
 
 
@@ -38,7 +38,7 @@ def _compile_worker(preset: str, quant: str, pairs: list[tuple[dict, dict]]) -> 
 
     config = gpu_moe.make_config(preset, quant)
     small = config.replace(num_experts=max(config.top_k, 2))
-    experts = gpu_moe.make_experts(small)
+    experts = random_experts(small)
     x = gpu_moe.input_sets(small, 1, 1)[0]
     failed = []
     for c13, c2 in pairs:

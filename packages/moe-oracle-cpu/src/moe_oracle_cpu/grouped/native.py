@@ -183,11 +183,8 @@ def sort_rows(topk_weights: torch.Tensor, topk_ids: torch.Tensor, *, num_local_e
     sort costs ~0.1 ms per call, 5% of a decode step). ``topk_weights`` float32, ``topk_ids``
     int32/int64 (global with ``expert_map`` ``[E]``, whose -1 entries drop the pair, else local).
     None if an id (or a mapped id) is out of range: the caller's full input check names it."""
-    ids = topk_ids.contiguous()
-    weights = topk_weights.contiguous()
-    assert ids.dtype in (torch.int32, torch.int64) and weights.dtype == torch.float32
+    ids, weights, emap = _routing(topk_weights, topk_ids, expert_map)
     pairs = ids.numel()
-    emap = None if expert_map is None else expert_map.to(torch.int64).contiguous()
     counts = torch.empty(num_local_experts, dtype=torch.int64)
     token = torch.empty(pairs, dtype=torch.int64)
     weight = torch.empty(pairs, dtype=torch.float32)
@@ -212,13 +209,10 @@ def forward_silu(x: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Te
     ``weighted=False`` when the router weights were applied to ``x``. Returns ``[T, H]`` in ``x``'s
     dtype, or None if an id is out of range (the caller's full input check names it)."""
     tokens, h = x.shape
-    ids = topk_ids.contiguous()
-    weights = topk_weights.contiguous()
+    ids, weights, emap = _routing(topk_weights, topk_ids, expert_map)
     assert x.is_contiguous() and w13.dtype == w2.dtype == x.dtype and w13.is_contiguous() and w2.is_contiguous()
-    assert weights.dtype == torch.float32 and ids.dtype in (torch.int32, torch.int64)
     i = w13.shape[1] * PANEL // 2
     pairs = ids.numel()
-    emap = None if expert_map is None else expert_map.to(torch.int64).contiguous()
     iwork = torch.empty(4 * num_local_experts + pairs, dtype=torch.int64)
     weight = torch.empty(pairs, dtype=torch.float32)
     act = torch.empty(pairs, i, dtype=x.dtype)
@@ -246,6 +240,14 @@ def expert_gemm(x: torch.Tensor, packed: torch.Tensor, spans: torch.Tensor, out:
     load().gemm[x.dtype](x.data_ptr(), x.stride(0), _ptr(rows_in), packed.data_ptr(), packed.shape[1] * PANEL,
                          x.shape[1], spans.data_ptr(), spans.shape[0], out.data_ptr(), out.stride(0), _ptr(rows_out),
                          _ptr(scale), torch.get_num_threads())
+
+
+def _routing(topk_weights: torch.Tensor, topk_ids: torch.Tensor,
+             expert_map: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The routing tensors as the C sort reads them: contiguous int32/int64 ids, float32 weights, int64 map."""
+    ids, weights = topk_ids.contiguous(), topk_weights.contiguous()
+    assert ids.dtype in (torch.int32, torch.int64) and weights.dtype == torch.float32
+    return ids, weights, None if expert_map is None else expert_map.to(torch.int64).contiguous()
 
 
 def _check(x: torch.Tensor, packed: torch.Tensor, spans: torch.Tensor, rows_in: torch.Tensor | None) -> None:
