@@ -15,8 +15,13 @@ from moe_oracle.kernel.weights import canonical_kernel_weights
 from moe_oracle.oracle.schemes import oracle_for
 from moe_oracle.testing import random_weights
 from moe_oracle_cpu.grouped import native
-from moe_oracle_cpu.grouped.converter import PACKED_LAYOUT, convert, to_canonical
-from moe_oracle_cpu.grouped.experts import NATIVE_LAYOUT, GroupedExperts
+from moe_oracle_cpu.grouped import converter as converter_module
+from moe_oracle_cpu.grouped.converter import NATIVE_LAYOUT, PACKED_LAYOUT, convert, to_canonical
+from moe_oracle_cpu.grouped.experts import GroupedExperts
+
+FEATURES = Platform.detect().features
+# An AVX2-only AMD Zen 3 as Platform.detect() sees it: no AVX-512, no oneDNN bf16 GEMMs.
+ZEN3 = frozenset({"amd", "avx2", "fma", "f16c"})
 
 BASE: dict[str, Any] = {"num_experts": 8, "top_k": 2, "hidden_size": 128, "intermediate_size": 64}
 
@@ -63,13 +68,14 @@ def test_layout_round_trips_to_canonical(overrides: dict[str, Any], layout: str,
 ])
 def test_native_layout_round_trips_to_canonical(overrides: dict[str, Any], w13: str) -> None:
     config = MoEConfig(**BASE, **overrides)
-    if reason := native.unsupported(config, Platform.detect().features) or native.load_error():
+    build, reason = native.choose_build(config, FEATURES)
+    if not build or (reason := native.load_error(build)):
         pytest.skip(f"native kernels do not run here: {reason}")
     weights = random_weights(config, seed=0)
     before = {name: t.clone() for name, t in weights.items()}
     converted = convert(weights, config)
-    assert converted.layout == NATIVE_LAYOUT and tuple(converted.extras) == (w13, "w2_panels")
-    panels = converted.extras[w13]
+    assert converted.layout == f"{NATIVE_LAYOUT}:{build}" and tuple(converted.extras) == (w13, "w2_panels")
+    panels = converted.extras[w13].codes
     # Panel 1, column 7: w13 row 64 + 7 in order; interleaved, the gate row 32 + 7 (panel 1 = gate 32..63, up 96..127).
     row = 64 + 7 if w13 == "w13_panels" else 32 + 7
     if config.dtype == torch.bfloat16:
@@ -89,26 +95,78 @@ def test_native_layout_round_trips_to_canonical(overrides: dict[str, Any], w13: 
 
 @pytest.mark.parametrize(("overrides", "env", "reason"), [
     ({}, "0", "MOE_ORACLE_CPU_NATIVE=0 turns the native kernels off"),
-    ({"quant": "fp8_channel"}, "1", "take unquantized bf16 or fp32 experts, not fp8_channel"),
-    ({"dtype": "fp16"}, "1", "take unquantized bf16 or fp32 experts, not fp16 torch.float16"),
+    ({"dtype": "fp16"}, "1", "take bf16, fp32 or quantized experts, not fp16 torch.float16"),
     ({"intermediate_size": 48}, "1", "w13 rows and the hidden size to be multiples of 64, have 96 and 128"),
     ({"hidden_size": 96}, "1", "w13 rows and the hidden size to be multiples of 64, have 128 and 96"),
+    ({}, "avx512", "MOE_ORACLE_CPU_NATIVE=avx512 needs the CPU features avx512, which this CPU lacks"),
+    ({}, "avx2", "MOE_ORACLE_CPU_NATIVE=avx2 needs the CPU features avx2, fma, which this CPU lacks"),
 ])
 def test_native_refusals_say_why(monkeypatch: pytest.MonkeyPatch, overrides: dict[str, Any], env: str,
                                  reason: str) -> None:
     monkeypatch.setenv(native.ENV_SWITCH, env)
     config = MoEConfig(**{**BASE, **overrides})
-    assert reason in native.unsupported(config, frozenset({"avx512", "avx512_bf16"}))
-    assert convert(random_weights(config, seed=0), config).layout != NATIVE_LAYOUT
+    assert reason in native.unsupported(config, frozenset({"neon"}) if env in native.ISAS else FEATURES)
+    if env not in native.ISAS:
+        assert not convert(random_weights(config, seed=0), config).layout.startswith(NATIVE_LAYOUT)
 
 
-def test_native_needs_the_cpu_feature_of_its_dtype() -> None:
-    bf16, fp32 = MoEConfig(**BASE), MoEConfig(**BASE, dtype="fp32")
-    assert native.unsupported(bf16, frozenset({"avx512"})) == "the torch.bfloat16 kernel needs the CPU feature avx512_bf16"
-    assert native.unsupported(fp32, frozenset({"avx512"})) == ""
-    assert native.unsupported(fp32, frozenset({"avx2"})) == "the torch.float32 kernel needs the CPU feature avx512"
+@pytest.mark.parametrize(("features", "env", "bf16", "fp32", "quantized"), [
+    ({"avx512", "avx512_bf16", "avx2", "fma"}, "1", "avx512", "avx512", "vec_avx512"),
+    ({"avx512", "avx2", "fma"}, "1", "vec_avx512", "avx512", "vec_avx512"),      # Skylake-X: no AVX512-BF16
+    (ZEN3, "1", "vec_avx2", "vec_avx2", "vec_avx2"),
+    ({"neon", "sve"}, "1", "vec_portable", "vec_portable", "vec_portable"),         # aarch64
+    (set(), "1", "vec_portable", "vec_portable", "vec_portable"),                   # any other CPU
+    ({"avx512", "avx512_bf16", "avx2", "fma"}, "avx2", "vec_avx2", "vec_avx2", "vec_avx2"),
+    ({"avx512", "avx512_bf16", "avx2", "fma"}, "portable", "vec_portable", "vec_portable", "vec_portable"),
+    ({"avx512", "avx2", "fma"}, "avx512", "vec_avx512", "avx512", "vec_avx512"),
+])
+def test_each_cpu_gets_the_build_its_features_run(monkeypatch: pytest.MonkeyPatch, features: set[str], env: str,
+                                                  bf16: str, fp32: str, quantized: str) -> None:
+    monkeypatch.setenv(native.ENV_SWITCH, env)
+    for config, build in ((MoEConfig(**BASE), bf16), (MoEConfig(**BASE, dtype="fp32"), fp32),
+                          (MoEConfig(**BASE, quant="mxfp4"), quantized)):
+        assert native.choose_build(config, frozenset(features)) == (build, ""), config.scheme.name
 
 
+def test_bf16_on_an_avx2_cpu_without_native_kernels_computes_in_fp32(monkeypatch: pytest.MonkeyPatch,
+                                                                     routed: Callable[..., Any]) -> None:
+    """On a CPU without oneDNN bf16 GEMMs (AVX2 only) the oneDNN bf16 reorder would raise: the weights
+    stay canonical and the tiles path computes in fp32 (bf16 torch.mm runs at 0.9 GFLOP/s there)."""
+    from moe_oracle.testing import assert_close, reference_moe
+    from moe_oracle_cpu.grouped import experts as experts_module
+
+    monkeypatch.setenv(native.ENV_SWITCH, "0")
+    monkeypatch.setattr(converter_module, "cpu_features", lambda: ZEN3)
+    monkeypatch.setattr(experts_module, "cpu_features", lambda: ZEN3)
+    config = MoEConfig(**BASE)
+    weights = random_weights(config, seed=0)
+    converted = convert(weights, config)
+    assert converted.layout == "canonical" and not converted.extras
+    experts = GroupedExperts(config, oracle_for(config).make_quant_config(config, converted), converted)
+    assert experts.dtype == torch.float32
+    hidden, topk_weights, topk_ids = routed(config, 7, 1)
+    out = experts.apply(hidden, topk_weights, topk_ids)
+    assert out.dtype == torch.bfloat16
+    assert_close(out, reference_moe(config, weights, hidden, topk_weights, topk_ids), config=config)
+
+
+def test_quantized_native_layers_never_dequantize_an_expert(monkeypatch: pytest.MonkeyPatch,
+                                                            routed: Callable[..., Any]) -> None:
+    """On a native build, quantized weights are dequantized per panel block inside the C GEMM: no
+    full-size dequantized copy of any expert is made."""
+    config = MoEConfig(**BASE, quant="int4_w4a16_g32_zp")
+    build, reason = native.choose_build(config, FEATURES)
+    if not build:
+        pytest.skip(reason)
+    converted = convert(random_weights(config, seed=0), config)
+    assert converted.layout == f"{NATIVE_LAYOUT}:{build}"
+    experts = GroupedExperts(config, oracle_for(config).make_quant_config(config, converted), converted)
+    monkeypatch.setattr(moe_oracle.quant, "dequantize_weights", lambda *a, **k: pytest.fail("dequantized an expert"))
+    out = experts.apply(*routed(config, 9, 1))
+    assert out.shape == (9, 128) and bool(out.isfinite().all())
+
+
+@pytest.mark.usefixtures("onednn")
 def test_quantized_experts_are_dequantized_one_tile_at_a_time(monkeypatch: pytest.MonkeyPatch,
                                                                routed: Callable[..., Any]) -> None:
     config = MoEConfig(**BASE, quant="int4_w4a16")
@@ -137,8 +195,10 @@ def test_refuses_weights_of_another_backend_or_without_packing() -> None:
     with pytest.raises(WeightError, match=r"weights: expected weights converted for 'cpu_grouped', "
                                           r"got backend 'reference' layout 'canonical'"):
         GroupedExperts(config, quant, canonical_kernel_weights(weights, config, backend="reference"))
-    with pytest.raises(WeightError, match=r"weights.extras: expected oneDNN-packed experts .*got layout 'canonical'"):
-        GroupedExperts(config, quant, canonical_kernel_weights(weights, config, backend="cpu_grouped"))
+    unpacked = dataclasses.replace(canonical_kernel_weights(weights, config, backend="cpu_grouped"), layout=PACKED_LAYOUT)
+    with pytest.raises(WeightError, match=r"weights.extras: expected oneDNN-packed experts .*got layout "
+                                          r"'canonical\+onednn_packed' without them"):
+        GroupedExperts(config, quant, unpacked)
 
 
 @pytest.mark.parametrize("activation", ["silu", "gelu"])        # native: one-call layer; sort, GEMMs, activation
@@ -181,10 +241,9 @@ def test_amx_cpus_send_many_rows_per_expert_to_torch(monkeypatch: pytest.MonkeyP
     from moe_oracle_cpu.grouped import experts as experts_module
 
     config = MoEConfig(**BASE)
-    if native.unsupported(config, Platform.detect().features) or native.load_error():
-        pytest.skip("native kernels do not run here")
-    amx = dataclasses.replace(Platform.detect(), features=Platform.detect().features | {"amx_bf16"})
-    monkeypatch.setattr(experts_module.Platform, "detect", lambda *a, **k: amx)
+    if native.choose_build(config, FEATURES)[0] != "avx512" or native.load_error("avx512"):
+        pytest.skip("the AVX-512 bf16 kernels do not run here")
+    monkeypatch.setattr(experts_module, "cpu_features", lambda: FEATURES | {"amx_bf16"})
     weights = random_weights(config, seed=0)
     converted = convert(weights, config)
     experts = GroupedExperts(config, oracle_for(config).make_quant_config(config, converted), converted)

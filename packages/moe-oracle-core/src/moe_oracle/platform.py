@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import MappingProxyType
+from typing import Any
 
 from moe_oracle.errors import ConfigError
 
@@ -163,9 +164,9 @@ class Platform:
 @functools.cache
 def _detect(libraries: tuple[tuple[str, str], ...], interpreter: bool) -> Platform:
     found = {name: v for name, dist in libraries if (v := _version(dist)) is not None}
-    features = _cpu_features()
     import torch
 
+    features = _cpu_features() | _torch_features(torch)
     if getattr(torch.version, "hip", None) and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         arch = getattr(props, "gcnArchName", "").split(":")[0] or None
@@ -190,10 +191,14 @@ def _version(distribution: str) -> str | None:
         return None
 
 
-# /proc/cpuinfo flag -> feature name used by backend checks.
-_CPU_FLAGS = {"avx2": "avx2", "avx512f": "avx512", "avx512_bf16": "avx512_bf16",
-              "avx512_vnni": "avx512_vnni", "amx_tile": "amx", "amx_bf16": "amx_bf16",
-              "amx_int8": "amx_int8", "asimd": "neon", "sve": "sve"}
+# /proc/cpuinfo flag -> feature name used by backend checks (x86 "flags", then Arm "Features").
+_CPU_FLAGS = {"avx2": "avx2", "fma": "fma", "f16c": "f16c", "avx512f": "avx512", "avx512bw": "avx512bw",
+              "avx512vl": "avx512vl", "avx512dq": "avx512dq", "avx512_bf16": "avx512_bf16",
+              "avx512_vnni": "avx512_vnni", "avx_ne_convert": "avx_ne_convert", "amx_tile": "amx",
+              "amx_bf16": "amx_bf16", "amx_int8": "amx_int8",
+              "asimd": "neon", "sve": "sve", "bf16": "arm_bf16"}
+# Set where torch's oneDNN has bf16 GEMMs on this CPU (its bf16 weight packing raises elsewhere).
+ONEDNN_BF16 = "onednn_bf16"
 
 
 def _cpu_features() -> frozenset[str]:
@@ -218,6 +223,17 @@ def _cpu_features() -> frozenset[str]:
     elif vendor == "GenuineIntel":
         features.add("intel")
     return frozenset(features)
+
+
+def _torch_features(torch: Any) -> frozenset[str]:
+    """CPU capabilities only torch can tell: oneDNN's bf16 GEMMs (AVX-512 BW/VL/DQ or AVX-NE-CONVERT
+    on x86, bf16 on Arm, as oneDNN decides)."""
+    mkldnn = getattr(torch.backends, "mkldnn", None)
+    try:
+        bf16 = bool(mkldnn and mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        bf16 = False
+    return frozenset({ONEDNN_BF16}) if bf16 else frozenset()
 
 
 def _cpu_name() -> str:

@@ -13,22 +13,25 @@ from moe_oracle.config.moe import MoEConfig
 from moe_oracle.kernel.quant_config import QuantDesc
 
 
-def compute_dtype(config: MoEConfig) -> torch.dtype:
-    """The dtype the GEMMs run in: fp16 runs in fp32, because torch's CPU fp16 GEMM takes a slow
+def compute_dtype(config: MoEConfig, features: frozenset[str]) -> torch.dtype:
+    """The dtype the GEMMs run in. fp16 runs in fp32, because torch's CPU fp16 GEMM takes a slow
     scalar path without AVX512-FP16 (measured 0.4 GFLOP/s for fp16 against 158 for fp32 on this
-    project's AMD Zen 4 machine, for a 2048^3 ``torch.mm``)."""
-    return torch.float32 if config.dtype == torch.float16 else config.dtype
+    project's AMD Zen 4 machine, for a 2048^3 ``torch.mm``); so does bf16 where oneDNN has no bf16
+    GEMMs (``onednn_bf16`` missing: 0.9 GFLOP/s against 149 for fp32 on an AVX2-only Zen 3)."""
+    if config.dtype == torch.float16 or (config.dtype == torch.bfloat16 and "onednn_bf16" not in features):
+        return torch.float32
+    return config.dtype
 
 
 class ExpertWeights:
     """The ``w13`` ``[E_l, N, H]`` or ``w2`` ``[E_l, H, I]`` of every local expert, handed out one
     expert at a time as ``[N, K]`` in the compute dtype (``__getitem__``)."""
 
-    def __init__(self, config: MoEConfig, data: torch.Tensor, desc: QuantDesc) -> None:
+    def __init__(self, config: MoEConfig, data: torch.Tensor, desc: QuantDesc, dtype: torch.dtype) -> None:
         self.config = config
         self.data = data
         self.desc = desc
-        self.dtype = compute_dtype(config)
+        self.dtype = dtype
 
     def __getitem__(self, e: int) -> torch.Tensor:
         scheme = self.config.scheme

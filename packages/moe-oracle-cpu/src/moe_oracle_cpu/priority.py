@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from moe_oracle.spec import PriorityHint
 from moe_oracle_cpu.amx.spec import HAS_AMX_KERNEL
-from moe_oracle_cpu.grouped.spec import NATIVE_KERNELS
+from moe_oracle_cpu.grouped.spec import AVX512_KERNELS
 
 
 def cpu_hints() -> list[PriorityHint]:
@@ -27,13 +27,13 @@ def cpu_hints() -> list[PriorityHint]:
             reason="fused_experts_cpu runs its bf16 GEMMs on AMX tiles and does the sort, both GEMMs, silu and "
                    "the top-k sum in one C++ call; not measured on AMX, which this project's machine lacks"),
         PriorityHint(
-            target="cpu_grouped", before=("cpu_zentorch",), when=NATIVE_KERNELS,
+            target="cpu_grouped", before=("cpu_zentorch",), when=AVX512_KERNELS,
             reason="measured by bench/cpu_moe.py on an AMD EPYC Zen 4 (2 threads; bench/results/cpu_moe_*.json): "
                    "on its native kernels cpu_grouped was 3-62% faster than zentorch_fused_moe on Qwen3-30B-A3B "
                    "(bf16 and fp32, 1 to 1024 tokens), 0-20% faster on Mixtral-8x7B up to 64 tokens and "
                    "within 2% beyond except one 3-round cell (bf16, 256 tokens: 9% slower)"),
         PriorityHint(
-            target="cpu_zentorch", before=("cpu_grouped",), when=~NATIVE_KERNELS,
+            target="cpu_zentorch", before=("cpu_grouped",), when=~AVX512_KERNELS,
             reason="measured by bench/cpu_moe.py on an AMD EPYC Zen 4 (2 threads; cpu_grouped_onednn in "
                    "bench/results/cpu_moe_*.json): against cpu_grouped on oneDNN, zentorch_fused_moe was 1.3-2.7x "
                    "faster on Qwen3-30B-A3B and 1.0-1.8x on Mixtral-8x7B (bf16 and fp32, 1 to 1024 tokens)"),

@@ -1,19 +1,20 @@
 """``cpu_grouped`` weight layout: canonical tensors, plus packed experts where that is faster.
 
 ``tensors`` always holds the canonical tensors unchanged (``w13`` ``[E_l, N, H]``, ``w2``
-``[E_l, H, I]``, scales, zero points, biases): quantized schemes and fp16 are read from them one
-expert tile at a time. Unquantized bf16 and fp32 experts are also packed, one of two ways:
+``[E_l, H, I]``, scales, zero points, biases). Where a native build runs the config
+(``native.choose_build``), the experts are also packed for it, else (unquantized bf16/fp32 with
+oneDNN) reordered for oneDNN; fp16, and quantized schemes without a native build, are read from the
+canonical tensors one expert tile at a time.
 
-Layout ``canonical+avx512_panels`` (the native AVX-512 kernels run here: ``experts.runs_native``):
-``extras`` ``"w2_panels"`` and ``"w13_panels"`` hold every expert in 64-column panels
-(``native.pack``: bf16 ``[E_l, N/64, K/2, 64, 2]``, fp32 ``[E_l, N/64, K, 64]``); for plain gated
-silu the w13 panels interleave gate and up rows (``"w13_gate_up_panels"``, ``pack(gate_up=True)``)
-so GEMM1's epilogue computes the activation.
+Layout ``canonical+native_panels:<build>``: ``extras`` ``"w13_panels"`` (or, for gated silu without a
+limit, bias or quantized activations between the GEMMs, ``"w13_gate_up_panels"``: gate and up rows
+interleaved per panel so GEMM1's epilogue computes the activation) and ``"w2_panels"``, each a
+``native.Panels``: bf16 ``[E_l, N/64, K/2, 64, 2]`` / fp32 ``[E_l, N/64, K, 64]`` (``native.pack``), or
+quantized codes with float32 scales per group (``panels.pack_quantized``).
 
-Layout ``canonical+onednn_packed`` otherwise (with oneDNN available): ``extras`` adds each
-expert's weights reordered by ``torch.ops.mkldnn._reorder_linear_weight`` into oneDNN's blocked
-layout (opaque ``torch._mkldnn`` tensors of the same logical shape), consumed by
-``torch.ops.mkldnn._linear_pointwise``:
+Layout ``canonical+onednn_packed``: ``extras`` adds each expert's weights reordered by
+``torch.ops.mkldnn._reorder_linear_weight`` into oneDNN's blocked layout (opaque ``torch._mkldnn``
+tensors of the same logical shape), consumed by ``torch.ops.mkldnn._linear_pointwise``:
 
 - ``"gate"``, ``"up"``: tuples of E_l ``[I, H]`` tensors, for gated ``silu``/``gelu`` without a
   ``swiglu_limit``: GEMM1 runs as two products whose activation (``swish``/``gelu``) and
@@ -21,33 +22,94 @@ layout (opaque ``torch._mkldnn`` tensors of the same logical shape), consumed by
 - ``"w13"``: a tuple of E_l ``[N, H]`` tensors otherwise (the activation runs in place after it);
 - ``"w2"``: a tuple of E_l ``[H, I]`` tensors.
 
-Measured on this project's 2-core AMD Zen 4 (Qwen3-30B-A3B expert shapes, 8 experts per call,
-2 threads): packed bf16 experts ran 1.2-1.6x faster than ``F.linear`` on the plain weights at
-1-64 rows per expert, and packed fp32 2.2-2.8x faster than MKL's; the fused gate/up post-ops
-added 2-10% more. ``to_canonical`` undoes the packing (``to_dense``) for the round-trip test.
+oneDNN packs bf16 only where torch reports oneDNN bf16 support (feature ``onednn_bf16``: AVX-512
+BW/VL/DQ or AVX-NE-CONVERT); elsewhere its reorder raises. Measured on this project's 2-core AMD Zen 4
+(Qwen3-30B-A3B expert shapes, 8 experts per call, 2 threads): packed bf16 experts ran 1.2-1.6x faster
+than ``F.linear`` on the plain weights at 1-64 rows per expert, and packed fp32 2.2-2.8x faster than
+MKL's; the fused gate/up post-ops added 2-10% more. ``to_canonical`` undoes the packing.
 """
 
 from __future__ import annotations
+
+import functools
+import logging
 
 import torch
 
 from moe_oracle.config.moe import MoEConfig
 from moe_oracle.kernel.weights import CanonicalWeights, KernelWeights
+from moe_oracle.platform import Platform
 from moe_oracle_cpu.grouped import native
-from moe_oracle_cpu.grouped.experts import NATIVE_LAYOUT, fuses_gate_up, native_silu, packs, runs_native
+from moe_oracle_cpu.grouped.panels import pack_quantized
 from moe_oracle_cpu.grouped.spec import BACKEND
 
+NATIVE_LAYOUT = "canonical+native_panels"
 PACKED_LAYOUT = "canonical+onednn_packed"
+ONEDNN_BF16 = "onednn_bf16"
+# oneDNN post-op (attr, algorithm) of each activation it can fuse into GEMM1.
+POST_OPS = {"silu": ("swish", ""), "gelu": ("gelu", "none")}
+_log = logging.getLogger(__name__)
+
+
+def cpu_features() -> frozenset[str]:
+    return Platform.detect().features
+
+
+def native_build(config: MoEConfig, features: frozenset[str]) -> str:
+    """The native build the converter packs this config's experts for, or '' (then oneDNN or torch
+    runs). A build failure is logged once, then the fallback runs."""
+    build, _ = native.choose_build(config, features)
+    if not build:
+        return ""
+    error = native.load_error(build)
+    if error:
+        _warn_once(error)
+    return "" if error else build
+
+
+@functools.cache
+def _warn_once(error: str) -> None:
+    _log.warning("cpu_grouped runs oneDNN or torch GEMMs instead of its native kernels: %s", error)
+
+
+def native_silu(config: MoEConfig) -> bool:
+    """Whether the native GEMM1 computes ``silu(gate) * up`` in its epilogue: gated silu without a
+    limit or a w13 bias (both come before the activation), and no quantization of its output."""
+    return (bool(config.is_gated) and config.activation == "silu" and config.swiglu_limit is None
+            and not config.has_bias and config.scheme.activation is None)
+
+
+def packs(config: MoEConfig, features: frozenset[str]) -> bool:
+    """Whether the converter packs this config's experts for oneDNN (unquantized bf16/fp32 without a
+    native build, bf16 only where oneDNN has bf16 GEMMs)."""
+    if config.scheme.weight is not None or config.dtype not in (torch.bfloat16, torch.float32):
+        return False
+    if config.dtype == torch.bfloat16 and ONEDNN_BF16 not in features:
+        return False
+    return torch.backends.mkldnn.is_available() and not native_build(config, features)
+
+
+def fuses_gate_up(config: MoEConfig) -> bool:
+    """Whether GEMM1 runs as gate and up products with the activation and ``mul`` as post-ops."""
+    return bool(config.is_gated) and config.activation in POST_OPS and config.swiglu_limit is None
+
+
+def layout_build(weights: KernelWeights) -> str:
+    """The native build a ``canonical+native_panels:<build>`` layout was packed for, else ''."""
+    layout, _, build = weights.layout.partition(":")
+    return build if layout == NATIVE_LAYOUT else ""
 
 
 def convert(weights: CanonicalWeights, config: MoEConfig) -> KernelWeights:
     """Canonical tensors -> ``KernelWeights(backend="cpu_grouped")``; canonical tensors are shared,
     packed copies are new (the inputs are never modified)."""
     tensors = dict(weights.items())
-    if runs_native(config):
-        return KernelWeights(backend=BACKEND, config=config, tensors=tensors, layout=NATIVE_LAYOUT,
-                             extras=_panels(weights, config))
-    if not packs(config):
+    features = cpu_features()
+    build = native_build(config, features)
+    if build:
+        return KernelWeights(backend=BACKEND, config=config, tensors=tensors, layout=f"{NATIVE_LAYOUT}:{build}",
+                             extras=_panels(weights, config, build))
+    if not packs(config, features):
         return KernelWeights(backend=BACKEND, config=config, tensors=tensors, layout="canonical")
     reorder = torch.ops.mkldnn._reorder_linear_weight
     i = config.intermediate_size_per_partition
@@ -62,20 +124,28 @@ def convert(weights: CanonicalWeights, config: MoEConfig) -> KernelWeights:
     return KernelWeights(backend=BACKEND, config=config, tensors=tensors, layout=PACKED_LAYOUT, extras=extras)
 
 
-def _panels(weights: CanonicalWeights, config: MoEConfig) -> dict[str, torch.Tensor]:
-    if native_silu(config):
-        return {"w13_gate_up_panels": native.pack(weights.w13, gate_up=True), "w2_panels": native.pack(weights.w2)}
-    return {"w13_panels": native.pack(weights.w13), "w2_panels": native.pack(weights.w2)}
+def _panels(weights: CanonicalWeights, config: MoEConfig, build: str) -> dict[str, native.Panels]:
+    gate_up = native_silu(config)
+    w13_key = "w13_gate_up_panels" if gate_up else "w13_panels"
+    if config.scheme.weight is None:
+        return {w13_key: native.float_panels(build, weights.w13, gate_up=gate_up),
+                "w2_panels": native.float_panels(build, weights.w2)}
+    return {w13_key: pack_quantized(config, build, weights.w13, weights.w13_scale, weights.w13_zero_point,
+                                    weights.w13_global_scale, gate_up=gate_up),
+            "w2_panels": pack_quantized(config, build, weights.w2, weights.w2_scale, weights.w2_zero_point,
+                                        weights.w2_global_scale)}
 
 
 def to_canonical(weights: KernelWeights) -> CanonicalWeights:
-    """The inverse of ``convert``, rebuilt from the packed experts when there are any."""
+    """The inverse of ``convert``: the canonical tensors, rebuilt from float panels or oneDNN's
+    packing where there are some (quantized panels are derived data; their codes are the canonical ones)."""
     tensors = dict(weights.tensors)
     extras = weights.extras
-    if "w2_panels" in extras:
+    if "w2_panels" in extras and weights.config.scheme.weight is None:
         gate_up = "w13_gate_up_panels" in extras
-        tensors["w13"] = native.unpack(extras["w13_gate_up_panels" if gate_up else "w13_panels"], gate_up=gate_up)
-        tensors["w2"] = native.unpack(extras["w2_panels"])
+        tensors["w13"] = native.unpack(extras["w13_gate_up_panels" if gate_up else "w13_panels"].codes,
+                                       gate_up=gate_up)
+        tensors["w2"] = native.unpack(extras["w2_panels"].codes)
     elif "w2" in extras:
         if "w13" in extras:
             tensors["w13"] = torch.stack([p.to_dense() for p in extras["w13"]])

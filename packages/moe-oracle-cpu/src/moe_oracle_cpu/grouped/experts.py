@@ -3,20 +3,21 @@
 Shape letters: T tokens, H hidden size, K top-k, E_l local experts, I intermediate size per
 partition, N rows of w13 (2*I gated, I otherwise), R routed (token, slot) pairs, M rows of one expert.
 
-Every forward converts ``hidden`` ``[T, H]`` to the compute dtype (fp16 runs in fp32, see
-``_weights.compute_dtype``). Where the weights were converted to native panels (unquantized bf16/fp32
-on an AVX-512 CPU, ``native.py``), the layer runs on the C kernels: one call for plain gated silu,
-else a C sort, a C GEMM1 into ``[R, N]``, the activation in torch, a C GEMM2 into the output rows
-(on an AMX CPU, bf16 forwards with many rows per expert take the torch path below: ``AMX_TORCH_ROWS``).
-Otherwise it sorts the pairs by expert in torch and gathers ``xs`` ``[R, H]``, so each expert's
-rows are one contiguous slice, then takes one of two paths:
+Every forward converts ``hidden`` ``[T, H]`` to the compute dtype (fp16 runs in fp32, and so does
+bf16 on CPUs without oneDNN bf16 GEMMs, see ``_weights.compute_dtype``). Where the weights were packed
+for a native build (``native.py``: AVX-512, AVX2 or portable C; bf16, fp32 and quantized weights), the
+layer runs on the C kernels: one call for plain gated silu on unquantized activations, else a C sort, a
+C GEMM1 into ``[R, N]``, the activation (and activation quantization) in torch, a C GEMM2 into the
+output rows (on an AMX CPU, bf16 forwards with many rows per expert take the torch path below:
+``AMX_TORCH_ROWS``). Otherwise it sorts the pairs by expert in torch and gathers ``xs`` ``[R, H]``, so
+each expert's rows are one contiguous slice, then takes one of two paths:
 
-- **packed** (unquantized bf16/fp32): one pass over the experts. GEMM1 on oneDNN-packed weights
-  with the activation as a post-op where oneDNN has it (``silu``/``gelu`` gated: ``swish(x Wg^T)``
+- **packed** (unquantized bf16/fp32 with oneDNN): one pass over the experts. GEMM1 on oneDNN-packed
+  weights with the activation as a post-op where oneDNN has it (``silu``/``gelu`` gated: ``swish(x Wg^T)``
   then ``mul`` fused into ``x Wu^T``), else the activation in place on the GEMM1 output; the router
   weight scales the ``[M, I]`` activation (or, with a w2 bias, the GEMM2 output, as the bias comes
   before weighting); GEMM2; ``index_add_`` into the token rows of the ``[T, H]`` output.
-- **tiles** (every quantized scheme, and fp16): two passes, because quantized activations are
+- **tiles** (everything else): two passes, because quantized activations are
   quantized over all R rows at once (as the reference does). Pass 1 dequantizes each expert's
   ``w13`` tile alone and writes GEMM1 (+ bias, by ``addmm``) into one ``[R, N]`` buffer; the
   activation runs in place on it and is quantized; pass 2 dequantizes each ``w2`` tile, multiplies
@@ -35,8 +36,6 @@ slices, packed where the weights are plain floats.
 
 from __future__ import annotations
 
-import functools
-import logging
 from typing import ClassVar
 
 import torch
@@ -46,61 +45,20 @@ from moe_oracle.errors import WeightError
 from moe_oracle.kernel.modular import ExpertsModular
 from moe_oracle.kernel.quant_config import QuantConfig, QuantDesc
 from moe_oracle.kernel.weights import KernelWeights
-from moe_oracle.platform import Platform
 from moe_oracle_cpu._activation import activate_
 from moe_oracle_cpu._inputs import check_inputs
 from moe_oracle_cpu._routing import ExpertRows, sort_by_expert
 from moe_oracle_cpu._weights import ExpertWeights, bias_in, compute_dtype
 from moe_oracle_cpu.grouped import native
+from moe_oracle_cpu.grouped.converter import POST_OPS, PACKED_LAYOUT, cpu_features, layout_build
 from moe_oracle_cpu.grouped.spec import BACKEND
 
-# oneDNN post-op (attr, algorithm) of each activation it can fuse into GEMM1.
-_POST_OPS = {"silu": ("swish", ""), "gelu": ("gelu", "none")}
-
-
-NATIVE_LAYOUT = "canonical+avx512_panels"
 # On a CPU with AMX, bf16 layers with at least this many rows per expert (T * top_k / E_l) run torch.mm
 # on the canonical weights, which oneDNN runs on AMX tiles, instead of the AVX-512 kernels. Measured on
 # a Sapphire Rapids Xeon, 16 threads (bench/results/cpu_native_vs_onednn_amx_2026-11-25.log): torch was
 # 1.9-3.7x faster from 16 rows on Mixtral-8x7B and 1.5x at 64 on Qwen3-30B-A3B; the native kernels were
 # 1.5-2.9x faster below 16 (and on Qwen3 at 16: 40 against 59 ms, the one cell this rule gets wrong).
 AMX_TORCH_ROWS = 16
-_log = logging.getLogger(__name__)
-
-
-def runs_native(config: MoEConfig) -> bool:
-    """Whether the converter packs this config's experts for ``native`` (the AVX-512 C kernels): the
-    config and CPU fit and the kernels build. A build failure is logged once, then oneDNN runs."""
-    if native.unsupported(config, Platform.detect().features):
-        return False
-    error = native.load_error()
-    if error:
-        _warn_once(error)
-    return not error
-
-
-@functools.cache
-def _warn_once(error: str) -> None:
-    _log.warning("cpu_grouped runs oneDNN GEMMs instead of its native kernels: %s", error)
-
-
-def native_silu(config: MoEConfig) -> bool:
-    """Whether the native GEMM1 computes ``silu(gate) * up`` in its epilogue: gated silu without a
-    limit or a w13 bias (both come before the activation)."""
-    return (bool(config.is_gated) and config.activation == "silu" and config.swiglu_limit is None
-            and not config.has_bias)
-
-
-def packs(config: MoEConfig) -> bool:
-    """Whether the converter packs this config's experts for oneDNN (unquantized bf16/fp32 without
-    the native kernels)."""
-    return (config.scheme.weight is None and config.dtype in (torch.bfloat16, torch.float32)
-            and torch.backends.mkldnn.is_available() and not runs_native(config))
-
-
-def fuses_gate_up(config: MoEConfig) -> bool:
-    """Whether GEMM1 runs as gate and up products with the activation and ``mul`` as post-ops."""
-    return bool(config.is_gated) and config.activation in _POST_OPS and config.swiglu_limit is None
 
 
 class GroupedExperts(ExpertsModular):
@@ -116,19 +74,20 @@ class GroupedExperts(ExpertsModular):
     def __init__(self, config: MoEConfig, quant_config: QuantConfig, weights: KernelWeights) -> None:
         super().__init__(config, quant_config, weights)
         weights.require(BACKEND)
-        self.dtype = compute_dtype(config)
-        self.native = weights.layout == NATIVE_LAYOUT
-        self.packed = not self.native and packs(config)
-        if self.packed and "w2" not in weights.extras:
+        features = cpu_features()
+        self.dtype = compute_dtype(config, features)
+        self.build = layout_build(weights)
+        self.packed = weights.layout == PACKED_LAYOUT
+        if self.build:
+            native.load(self.build)  # built by the converter already; raises NativeError if it vanished
+        elif self.packed and "w2" not in weights.extras:
             raise WeightError("weights.extras", "oneDNN-packed experts (moe_oracle_cpu.grouped.converter.convert)",
                               f"layout {weights.layout!r} without them")
-        if self.native:
-            native.load()  # built by the converter already; raises NativeError if it vanished
-        amx = self.dtype == torch.bfloat16 and "amx_bf16" in Platform.detect().features
+        amx = self.build == "avx512" and self.dtype == torch.bfloat16 and "amx_bf16" in features
         # Routed pairs from which a forward leaves the native kernels for torch (see AMX_TORCH_ROWS).
         self.torch_from_pairs = AMX_TORCH_ROWS * config.num_local_experts if amx else None
-        self.w13 = ExpertWeights(config, weights.w13, quant_config.w13)
-        self.w2 = ExpertWeights(config, weights.w2, quant_config.w2)
+        self.w13 = ExpertWeights(config, weights.w13, quant_config.w13, self.dtype)
+        self.w2 = ExpertWeights(config, weights.w2, quant_config.w2, self.dtype)
         self.b13 = bias_in(self.dtype, quant_config.w13.bias)                 # [E_l, N] or None
         self.b2 = bias_in(self.dtype, quant_config.w2.bias)                   # [E_l, H] or None
 
@@ -150,7 +109,7 @@ class GroupedExperts(ExpertsModular):
         ``[T, H]`` in ``hidden.dtype``, newly allocated.
         """
         config = self.config
-        use_native = self.native and (self.torch_from_pairs is None or topk_ids.numel() < self.torch_from_pairs)
+        use_native = bool(self.build) and (self.torch_from_pairs is None or topk_ids.numel() < self.torch_from_pairs)
         # The native sort checks the ids as it reads them (and falls back to this check to name a bad one).
         check_inputs(config, hidden, topk_weights, topk_ids, expert_map, expert_num_tokens, check_values=not use_native)
         x = hidden.to(self.dtype)                                                # [T, H]
@@ -182,7 +141,7 @@ class GroupedExperts(ExpertsModular):
                                        num_local_experts=config.num_local_experts, expert_map=expert_map,
                                        weighted=not config.apply_router_weight_on_input)
         rows = native.sort_rows(topk_weights, topk_ids, num_local_experts=config.num_local_experts,
-                                expert_map=expert_map)
+                                expert_map=expert_map, build=self.build)
         return None if rows is None else self._native(x, rows)
 
     def _native(self, x: torch.Tensor, rows: native.SortedRows) -> torch.Tensor:
@@ -200,7 +159,8 @@ class GroupedExperts(ExpertsModular):
         h = (torch.zeros(r, config.w13_rows, dtype=torch.float32) if self.b13 is None
              else self.b13.float().index_select(0, _row_experts(spans)))         # [R, N]
         native.expert_gemm(x, extras["w13_panels"], spans, h, rows_in=rows.token)
-        a = activate_(config, h).to(self.dtype)                                  # [R, I], row stride N if fp32
+        a = activate_(config, h)                                                 # [R, I] view of h
+        a = _quantized(config, self.quant_config.a2, a, self.dtype).to(self.dtype)  # row stride N if fp32
         weight = None if config.apply_router_weight_on_input else rows.weight     # [R]
         native.expert_gemm(a, extras["w2_panels"], spans, out, rows_out=rows.token, scale=weight)
         if self.b2 is not None:
@@ -217,7 +177,7 @@ class GroupedExperts(ExpertsModular):
         config = self.config
         b13, b2 = self.b13, self.b2
         i = config.intermediate_size_per_partition
-        attr, algorithm = _POST_OPS.get(config.activation, ("none", ""))
+        attr, algorithm = POST_OPS.get(config.activation, ("none", ""))
         for e, start, end in rows.spans:
             xe = xs[start:end]                                                   # [M, H]
             if "gate" in extras:

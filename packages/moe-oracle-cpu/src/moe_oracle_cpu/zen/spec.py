@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from moe_oracle.config.moe import GPT_OSS_SWIGLU_ALPHA, GPT_OSS_SWIGLU_LIMIT, MoEConfig
+from moe_oracle.config.moe import GPT_OSS_SWIGLU_ALPHA, GPT_OSS_SWIGLU_LIMIT, MoEConfig, dtype_name
 from moe_oracle.platform import Platform
 from moe_oracle.spec import BackendSpec
 from moe_oracle.support import Check, Support
@@ -44,6 +44,17 @@ def _activation_constants(config: MoEConfig, platform: Platform) -> Support:
     return Support.yes()
 
 
+def _bf16_needs_avx512_bf16(config: MoEConfig, platform: Platform) -> Support:
+    """zentorch 2.13's bf16 fused MoE is wrong on full-size layers without AVX512-BF16: measured on an
+    AVX2-only AMD EPYC Zen 3 (../shared/reference/anchor-cpu-avx2.md), relative error 1.4 on Qwen3-30B-A3B
+    and Mixtral-8x7B layers at 1 and 16 tokens, NaN for Qwen3 at 16; right on a small layer (E=8,
+    H=512, I=256) and in fp32. Its bf16 path is trusted only where it was measured right (Zen 4, AVX512-BF16)."""
+    if dtype_name(config.dtype) == "bf16" and "avx512_bf16" not in platform.features:
+        return Support.no("zentorch's bf16 fused MoE gave wrong results (relative error 1.4, NaN) on full-size "
+                          "layers of a CPU without avx512_bf16 (AVX2-only Zen 3); this CPU lacks avx512_bf16")
+    return Support.yes()
+
+
 def _two_experts(config: MoEConfig, platform: Platform) -> Support:
     if config.num_local_experts < 2:
         return Support.no(f"zentorch_fused_moe needs at least 2 local experts, config has {config.num_local_experts}")
@@ -64,6 +75,7 @@ ZENTORCH_SPEC = BackendSpec(
         Check("zentorch built for this torch", _matches_torch),
         Check("gated silu/gelu without a limit, or gpt-oss swigluoai", _activation_constants),
         Check("at least 2 local experts", _two_experts),
+        Check("avx512_bf16 for bf16", _bf16_needs_avx512_bf16),
     ),
     description="AMD zentorch's zentorch_fused_moe (pip install moe-oracle-cpu[zen]) on AMD EPYC/Zen CPUs",
 )
