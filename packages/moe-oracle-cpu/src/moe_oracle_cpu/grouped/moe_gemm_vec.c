@@ -36,6 +36,7 @@
 #define CW (2 * VL)
 #define KB 64
 #define CH 24
+#define DIRECT_ROWS 2 /* up to this many rows per expert, weights are widened in registers (direct_row) */
 #define PANEL_COST 8.0
 #include "moe_common.h"
 
@@ -119,38 +120,58 @@ INLINE vf code_values(int format, const uint8_t* codes, int k, int c) {
   return format == FMT_U4 ? __builtin_convertvector((vi)n, vf) : decode_e2m1(n);
 }
 
-/* Rows [k0, k0 + kn) of one panel as fp32 [kn][64]: a pointer into the panel for FMT_F32, else into wb. */
-static const float* widen(const weights_t* W, size_t panel_index, int K, int k0, int kn, float* wb) {
-  if (W->format == FMT_F32) return (const float*)W->codes + panel_index * NB * K + (size_t)k0 * NB;
+/* One panel of one projection: where its codes, scales and zero points start. */
+typedef struct {
+  const void* codes;
+  const float* scale;
+  const float* zero;
+} panel_t;
+
+INLINE panel_t panel_at(const weights_t* W, size_t panel_index, int K) {
+  panel_t p = {NULL, NULL, NULL};
+  size_t per_k = W->format == FMT_F32 ? 4 * NB : W->format == FMT_BF16 ? 2 * NB
+               : (W->format == FMT_U4 || W->format == FMT_E2M1) ? NB / 2 : NB;
+  p.codes = (const uint8_t*)W->codes + panel_index * per_k * K;
+  if (W->scale) p.scale = W->scale + panel_index * NB * (size_t)W->groups;
+  if (W->zero) p.zero = W->zero + panel_index * NB * (size_t)W->groups;
+  return p;
+}
+
+/* Weights of columns [c, c + VL) at row k of a panel, as fp32. */
+INLINE vf weight_vec(const weights_t* W, panel_t p, int k, int c) {
+  if (W->format == FMT_F32) return loadv((const float*)p.codes + (size_t)k * NB + c);
   if (W->format == FMT_BF16) {
-    const uint32_t* words = (const uint32_t*)W->codes + panel_index * NB * (K / 2);
-    for (int j = 0; j < kn; j += 2) {
-      const uint32_t* src = words + (size_t)((k0 + j) >> 1) * NB;
-      for (int c = 0; c < NB; c += VL) {
-        vu u;
-        memcpy(&u, src + c, sizeof u);
-        vu lo = u << 16, hi = u & 0xffff0000u;
-        memcpy(wb + j * NB + c, &lo, sizeof lo);
-        memcpy(wb + (j + 1) * NB + c, &hi, sizeof hi);
-      }
-    }
-    return wb;
+    vu u;
+    memcpy(&u, (const uint32_t*)p.codes + (size_t)(k >> 1) * NB + c, sizeof u);
+    return (vf)((k & 1) ? u & 0xffff0000u : u << 16);
   }
-  int packed = W->format == FMT_U4 || W->format == FMT_E2M1;
-  const uint8_t* codes = (const uint8_t*)W->codes + panel_index * NB * (size_t)(packed ? K / 2 : K);
-  const float* scale = W->scale + panel_index * NB * (size_t)W->groups;
-  const float* zero = W->zero ? W->zero + panel_index * NB * (size_t)W->groups : NULL;
-  vf offset = splat(W->offset);
-  for (int j = 0; j < kn; j++) {
-    int k = k0 + j, g = k / W->group;
-    const float* s = scale + (size_t)g * NB;
-    const float* z = zero ? zero + (size_t)g * NB : NULL;
-    for (int c = 0; c < NB; c += VL) {
-      vf v = code_values(W->format, codes, k, c) - (z ? loadv(z + c) : offset);
-      storev(wb + j * NB + c, v * loadv(s + c));
-    }
-  }
+  size_t g = (size_t)(k / W->group) * NB;
+  vf v = code_values(W->format, (const uint8_t*)p.codes, k, c) - (p.zero ? loadv(p.zero + g + c) : splat(W->offset));
+  return v * loadv(p.scale + g + c);
+}
+
+/* Rows [k0, k0 + kn) of one panel as fp32 [kn][64]: a pointer into the panel for FMT_F32, else into wb. */
+static const float* widen(const weights_t* W, panel_t p, int k0, int kn, float* wb) {
+  if (W->format == FMT_F32) return (const float*)p.codes + (size_t)k0 * NB;
+  for (int j = 0; j < kn; j++)
+    for (int c = 0; c < NB; c += VL) storev(wb + j * NB + c, weight_vec(W, p, k0 + j, c));
   return wb;
+}
+
+/* h[0..63] (+)= sum over k in [k0, k0 + kn) of x[k - k0] * W[k][0..63] for one row, weights widened in
+ * registers: at one or two rows per expert (decode) writing a widened block and reading it back costs
+ * more than the arithmetic. */
+INLINE void direct_row(float* h, const float* x, const weights_t* W, panel_t p, int k0, int kn, int first) {
+  vf acc[NB / VL];
+#pragma GCC unroll 16
+  for (int j = 0; j < NB / VL; j++) acc[j] = first ? splat(0) : loadv(h + j * VL);
+  for (int k = 0; k < kn; k++) {
+    vf xv = splat(x[k]);
+#pragma GCC unroll 16
+    for (int j = 0; j < NB / VL; j++) acc[j] += xv * weight_vec(W, p, k0 + k, j * VL);
+  }
+#pragma GCC unroll 16
+  for (int j = 0; j < NB / VL; j++) storev(h + j * VL, acc[j]);
 }
 
 /* e^x to about 1 ulp: x = n ln2 + r, degree-7 Taylor polynomial, 2^n from the exponent bits. */
@@ -175,31 +196,50 @@ INLINE vf exp_v(vf x) {
 
 INLINE vf silu_mul(vf g, vf u) { return g * u / (splat(1.0f) + exp_v(-g)); }
 
-/* acc[m][j] (+)= sum over kn steps of x_m[k] * w[k][c0 + j VL], for `rows` (constant after inlining) rows. */
-INLINE void tile(float* h, const float* const* xr, const float* w, int c0, int kn, int first, const int rows) {
-  vf acc[MR][2];
+/* h[m][c0 + j VL] (+)= sum over kn steps of x_m[k] * w[k][c0 + j VL] for `rows` x `vecs` vectors
+ * (constants after inlining, so the accumulators live in registers). */
+INLINE void tile(float* h, const float* const* xr, const float* w, int c0, int kn, int first, const int rows,
+                 const int vecs) {
+  vf acc[MR][NB / VL];
 #pragma GCC unroll 6
-  for (int m = 0; m < rows; m++) {
-    acc[m][0] = first ? splat(0) : loadv(h + m * NB + c0);
-    acc[m][1] = first ? splat(0) : loadv(h + m * NB + c0 + VL);
-  }
+  for (int m = 0; m < rows; m++)
+#pragma GCC unroll 16
+    for (int j = 0; j < vecs; j++) acc[m][j] = first ? splat(0) : loadv(h + m * NB + c0 + j * VL);
   for (int k = 0; k < kn; k++) {
-    vf w0 = loadv(w + k * NB + c0), w1 = loadv(w + k * NB + c0 + VL);
+    const float* wk = w + k * NB + c0;
 #pragma GCC unroll 6
     for (int m = 0; m < rows; m++) {
       vf xv = splat(xr[m][k]);
-      acc[m][0] += xv * w0;
-      acc[m][1] += xv * w1;
+#pragma GCC unroll 16
+      for (int j = 0; j < vecs; j++) acc[m][j] += xv * loadv(wk + j * VL);
     }
   }
 #pragma GCC unroll 6
-  for (int m = 0; m < rows; m++) {
-    storev(h + m * NB + c0, acc[m][0]);
-    storev(h + m * NB + c0 + VL, acc[m][1]);
-  }
+  for (int m = 0; m < rows; m++)
+#pragma GCC unroll 16
+    for (int j = 0; j < vecs; j++) storev(h + m * NB + c0 + j * VL, acc[m][j]);
 }
 
-#define TILE(R) tile(h + t * NB, xr + t, w, c0, kn, k0 == 0, R)
+/* One tile of n rows over all 64 columns: a single row takes every column at once (enough independent
+ * accumulators to hide the FMA latency at decode), two rows half of them, more rows two vectors. */
+INLINE void tile_rows(float* h, const float* const* xr, const float* w, int kn, int first, int n) {
+  switch (n) {
+    case 1: tile(h, xr, w, 0, kn, first, 1, NB / VL); return;
+    case 2:
+      for (int c0 = 0; c0 < NB; c0 += NB / 2) tile(h, xr, w, c0, kn, first, 2, NB / VL / 2);
+      return;
+    default:
+      break;
+  }
+  for (int c0 = 0; c0 < NB; c0 += CW) {
+    switch (n) {
+      case 3: tile(h, xr, w, c0, kn, first, 3, 2); break;
+      case 4: tile(h, xr, w, c0, kn, first, 4, 2); break;
+      case 5: tile(h, xr, w, c0, kn, first, 5, 2); break;
+      default: tile(h, xr, w, c0, kn, first, 6, 2); break;
+    }
+  }
+}
 
 /* Rows [start, end) of one expert against panel `panel_index` (= expert * panels + b): the sums over all
  * of K, then the epilogue. act == NULL: out[o(r)][0..63] += scale[r] * sums (out already offset to the
@@ -210,11 +250,11 @@ static void panel_rows(const void* x, int x_bf16, long ldx, const int64_t* rows_
   float wb[KB * NB] __attribute__((aligned(64)));
   float xb[CH * KB] __attribute__((aligned(64)));
   float h[CH * NB] __attribute__((aligned(64)));
+  panel_t p = panel_at(W, panel_index, K);
   for (int r0 = start; r0 < end; r0 += CH) {
     int rows = end - r0 < CH ? end - r0 : CH;
     for (int k0 = 0; k0 < K; k0 += KB) {
       int kn = K - k0 < KB ? K - k0 : KB;
-      const float* w = widen(W, panel_index, K, k0, kn, wb);
       const float* xr[CH];
       for (int m = 0; m < rows; m++) {
         long row = rows_in ? rows_in[r0 + m] : r0 + m;
@@ -226,19 +266,12 @@ static void panel_rows(const void* x, int x_bf16, long ldx, const int64_t* rows_
           xr[m] = (const float*)x + row * ldx + k0;
         }
       }
-      for (int t = 0; t < rows; t += MR) {
-        int n = rows - t < MR ? rows - t : MR;
-        for (int c0 = 0; c0 < NB; c0 += CW) {
-          switch (n) {
-            case 1: TILE(1); break;
-            case 2: TILE(2); break;
-            case 3: TILE(3); break;
-            case 4: TILE(4); break;
-            case 5: TILE(5); break;
-            default: TILE(6); break;
-          }
-        }
+      if (rows <= DIRECT_ROWS) {
+        for (int m = 0; m < rows; m++) direct_row(h + m * NB, xr[m], W, p, k0, kn, k0 == 0);
+        continue;
       }
+      const float* w = widen(W, p, k0, kn, wb);
+      for (int t = 0; t < rows; t += MR) tile_rows(h + t * NB, xr + t, w, kn, k0 == 0, rows - t < MR ? rows - t : MR);
     }
     for (int m = 0; m < rows; m++) {
       const float* hm = h + m * NB;
