@@ -1,15 +1,19 @@
 """The hardware a layer runs on: vendor, device, capability, CPU features, vendor libraries.
 
 ``Platform.detect()`` reads the real machine without initializing CUDA kernels and without
-importing vendor libraries (their versions come from package metadata).
+importing vendor libraries (their versions come from package metadata). It imports torch only
+where torch could see a GPU: not on a CPU build of torch, and not on a Linux machine without GPU
+device nodes, so ``moe-oracle list`` and ``explain`` on a CPU machine never pay torch's import.
 ``Platform.simulate(...)`` builds one for tests and for ``moe-oracle explain --platform``.
 """
 
 from __future__ import annotations
 
 import functools
+import glob
 import os
 import platform as _pyplatform
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -164,6 +168,9 @@ class Platform:
 def _detect(libraries: tuple[tuple[str, str], ...], interpreter: bool) -> Platform:
     found = {name: v for name, dist in libraries if (v := _version(dist)) is not None}
     features = _cpu_features()
+    if not _gpu_possible():
+        return Platform(vendor="cpu", device_name=_cpu_name(), features=features, libraries=found,
+                        triton_interpreter=interpreter)
     import torch
 
     if getattr(torch.version, "hip", None) and torch.cuda.is_available():
@@ -181,6 +188,27 @@ def _detect(libraries: tuple[tuple[str, str], ...], interpreter: bool) -> Platfo
                         libraries=found, triton_interpreter=interpreter)
     return Platform(vendor="cpu", device_name=_cpu_name(), features=features, libraries=found,
                     triton_interpreter=interpreter)
+
+
+# Device nodes a GPU driver creates on Linux: NVIDIA (WSL: dxg), AMD's KFD, Intel's DRM render nodes.
+_GPU_DEVICE_GLOBS = ("/dev/nvidiactl", "/dev/nvidia[0-9]*", "/dev/dxg", "/dev/kfd", "/dev/dri/renderD*")
+
+
+def _gpu_possible() -> bool:
+    """Whether torch could report a GPU here; ``False`` answers "cpu" without importing torch.
+
+    An imported torch is asked directly (that costs nothing more). Otherwise no GPU is possible
+    with a CPU build of torch (local version ``+cpu``), on macOS (no vendor of ours), or on Linux
+    without any GPU device node; anything else imports torch and asks it.
+    """
+    if "torch" in sys.modules:
+        return True
+    version = _version("torch")
+    if version is None or version.partition("+")[2].startswith("cpu") or sys.platform == "darwin":
+        return False
+    if sys.platform.startswith("linux"):
+        return any(glob.glob(pattern) for pattern in _GPU_DEVICE_GLOBS)
+    return True
 
 
 def _version(distribution: str) -> str | None:
