@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from moe_oracle.config.moe import dtype_name
 from moe_oracle.spec import BackendSpec
 from moe_oracle.support import Check, Support, check
+from moe_oracle_xpu.version import PLUGIN_API
 from moe_oracle_xpu.versions import release, show
 
 if TYPE_CHECKING:
@@ -87,6 +88,7 @@ CHECKS = (
 
 XPU_IPEX_SPEC = BackendSpec(
     name="xpu_ipex",
+    plugin_api=PLUGIN_API,
     experts="moe_oracle_xpu.ipex.experts:IpexExperts",
     converter="moe_oracle_xpu.ipex.converter:convert",
     vendors=frozenset({"xpu"}),
