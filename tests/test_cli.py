@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+import moe_oracle
 from moe_oracle.cli import main
 
 
@@ -17,15 +22,117 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def test_list_shows_every_backend_and_why_not(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "list")
+    code, out, _ = run(capsys, "list", "--platform", "cpu")
     assert code == 0
     header, *rows = out.splitlines()
-    assert header.split()[:5] == ["backend", "package", "vendors", "format", "here"]
-    by_name = {row.split()[0]: row for row in rows if row and not row.startswith("plugin")}
-    assert "usable" in by_name["reference"] and "moe-oracle-core 0.1.0" in by_name["reference"]
+    assert header.split() == ["backend", "package", "vendors", "format", "here", "schemes"]
+    by_name = {row.split()[0]: row for row in rows if row[:1].isalpha()}
+    assert "moe-oracle-core 0.1.0" in by_name["reference"] and by_name["reference"].split()[5] == "available"
+    aiter = rows.index(by_name["aiter"])
+    assert by_name["aiter"].split()[5:7] == ["not", "usable"] and rows[aiter + 1] == "    serves rocm, not cpu"
+    assert all(len(line) <= 100 for line in out.splitlines())
+    assert "available: serves this machine's vendor and its vendor libraries are installed" in out
+    # --check runs every support check on a small layer (it builds MoEConfigs, so torch is imported)
+    code, out, _ = run(capsys, "list", "--platform", "cpu,triton=3.6.0", "--wide")
+    assert {row.split()[0]: row for row in out.splitlines()}["triton"].split()[5] == "available"
+    code, out, _ = run(capsys, "list", "--check", "--platform", "cpu,triton=3.6.0", "--wide")
+    by_name = {row.split()[0]: row for row in out.splitlines()}
+    assert by_name["reference"].split()[5] == "usable"
+    assert "not usable here: needs TRITON_INTERPRET=1 on cpu" in by_name["triton"]
     code, out, _ = run(capsys, "list", "--json", "--platform", "cuda:9.0")
-    rows = json.loads(out)["backends"]
-    assert {r["name"]: r["usable"] for r in rows}["reference"] is True
+    rows = {r["name"]: r for r in json.loads(out)["backends"]}
+    assert rows["reference"]["usable"] is None and rows["aiter"]["usable"] is False
+    assert rows["aiter"]["reason"] == "serves rocm, not cuda"
+    code, out, _ = run(capsys, "list", "--json", "--check", "--platform", "cuda:9.0")
+    assert {r["name"]: r["usable"] for r in json.loads(out)["backends"]}["reference"] is True
+
+
+def test_list_wide_is_one_line_per_backend(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "list", "--platform", "cpu", "--wide")
+    assert code == 0
+    lines = {line.split()[0]: line for line in out.splitlines() if line[:1].isalpha()}
+    schemes = ",".join(sorted(moe_oracle.registry().get("aiter").schemes))
+    assert re.search(r"  not usable here: serves rocm, not cpu +" + schemes + "$", lines["aiter"])
+
+
+_PROBE = """
+import sys
+from moe_oracle.platform import _gpu_possible
+gpu = _gpu_possible()
+from moe_oracle.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print("TORCH", "torch" in sys.modules, "GPU", gpu)
+"""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["explain", "--help"], ["bench", "--help"], ["--version"],
+                                  ["list", "--platform", "cuda:9.0"], ["list"], ["list", "--json"]])
+def test_help_version_and_list_import_no_torch(argv: list[str]) -> None:
+    # A fresh interpreter, as `moe-oracle ...` runs; torch would cost seconds. Detecting the real
+    # machine (plain `list`) needs torch only where a GPU is possible, to read its capability.
+    result = subprocess.run([sys.executable, "-c", _PROBE, *argv], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert result.returncode == 0, result.stderr
+    torch_loaded, gpu = result.stdout.split()[-3] == "True", result.stdout.split()[-1] == "True"
+    assert not torch_loaded or (argv[0] == "list" and "--platform" not in argv and gpu), result.stdout
+
+
+def test_help_is_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in ([], ["list"], ["explain"], ["run"], ["bench"], ["tune"]):
+        with pytest.raises(SystemExit) as info:
+            main([*argv, "--help"])
+        assert info.value.code == 0
+        out = capsys.readouterr().out
+        assert out.startswith("usage: moe-oracle")
+        assert "`" not in out and "**" not in out and ":ref:" not in out, (argv, out)
+    main_help = _help(capsys, [])
+    assert "examples:\n  moe-oracle list" in main_help and "--version" in main_help
+
+
+def _help(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    return capsys.readouterr().out
+
+
+def test_version_names_every_installed_distribution(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"moe-oracle-core {moe_oracle.__version__} (plugin API {moe_oracle.PLUGIN_API_VERSION}")
+    names = {line.split()[0]: line.split()[1] for line in lines[1:-1]}
+    from importlib import metadata
+
+    for dist in ("moe-oracle-cuda", "moe-oracle-rocm", "moe-oracle-xpu", "moe-oracle-cpu"):
+        try:
+            assert names[dist] == metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            assert dist not in names
+    assert lines[-1].startswith("torch ") and ", Python 3." in lines[-1]
+
+
+def test_explain_fits_100_columns_unless_wide(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["explain", "--model", "deepseek-v3", "--quant", "fp8_block", "--platform", "cuda:9.0,flashinfer=0.6.13"]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and max(len(line) for line in out.splitlines()) <= 100
+    code, wide, _ = run(capsys, *argv, "--wide")
+    assert code == 0 and max(len(line) for line in wide.splitlines()) > 100
+    assert " ".join(out.split()) == " ".join(wide.split())      # the same words, only wrapped
+
+
+def test_explain_chosen_none_says_why(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "explain", "--model", "tiny", "--backend", "aiter", "--platform", "cpu", "--wide")
+    assert code == 1
+    [line] = [line for line in out.splitlines() if line.startswith("chosen: ")]
+    assert line.startswith("chosen: none (backend 'aiter' cannot serve this config: serves rocm, not cpu. "
+                           "Backends that can: ")
+    code, out, _ = run(capsys, "explain", "--model", "tiny", "--platform", "cpu", "--exclude", "reference,cpu_grouped",
+                       "--wide")
+    assert code == 1 and "chosen: none (no candidate fits: " in out and "excluded by exclude= argument" in out
 
 
 def test_explain_table(capsys: pytest.CaptureFixture[str]) -> None:

@@ -174,3 +174,10 @@ def test_vendor_packages_declare_this_plugin_api() -> None:
     declared = {s.distribution: s.plugin_api for s in reg.specs() if s.distribution != "moe-oracle-core"}
     for dist in ("moe-oracle-cuda", "moe-oracle-rocm", "moe-oracle-xpu"):
         assert declared[dist] == moe_oracle.PLUGIN_API_VERSION, dist
+
+
+def test_version_lists_plugin_distributions(install: Install, capsys: pytest.CaptureFixture[str]) -> None:
+    install("fake-plugin-a", PLUGIN_A)
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert "fake-plugin-a 0.1.0 (backend plugin)" in capsys.readouterr().out.splitlines()

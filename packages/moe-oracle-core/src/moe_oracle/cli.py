@@ -1,5 +1,8 @@
 """``moe-oracle``: a thin command line over the API.
 
+``--help``, ``--version`` and ``list`` import no torch (``list --check`` does: the per-layer
+checks build a ``MoEConfig``); the commands that build layers import it when they run.
+
     moe-oracle list                                   every backend, its package, and whether it runs here
     moe-oracle explain --model deepseek-v3 --quant fp8_block --platform cuda:9.0,flashinfer=0.6.13
     moe-oracle run --model tiny --tokens 1,16,64      select, run, check against the reference, time
@@ -15,9 +18,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from moe_oracle.config.moe import MoEConfig, dtype_name
 from moe_oracle.config.parallel import ALL2ALL_BACKENDS, ParallelConfig
@@ -25,6 +26,20 @@ from moe_oracle.config.presets import PRESETS
 from moe_oracle.config.quant import SCHEME_NAMES
 from moe_oracle.errors import MoEOracleError
 from moe_oracle.platform import Platform
+
+if TYPE_CHECKING:  # torch is imported by the commands that run kernels, never for --help or list
+    import torch
+
+
+DESCRIPTION = """moe-oracle: which fused Mixture-of-Experts kernel a layer gets on this machine and why;
+run it against the reference experts, and time every candidate."""
+EXAMPLES = """examples:
+  moe-oracle list                                   every backend: its package, and whether it runs here
+  moe-oracle explain --model deepseek-v3 --quant fp8_block --platform cuda:9.0,flashinfer=0.6.13
+  moe-oracle run --model tiny --tokens 1,16,64      select, run, check against the reference, time
+  moe-oracle bench --model tiny --tokens 1,16 --json out.json --plot out.png
+  moe-oracle tune --model qwen3-30b-a3b --tokens 1,16,256 --out configs/   Triton configs for this GPU
+  moe-oracle COMMAND --help                         the options of one command"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,16 +53,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="moe-oracle", description=__doc__.splitlines()[0] if __doc__ else "")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="moe-oracle", description=DESCRIPTION, epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print every installed moe-oracle distribution and plugin with its version, and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("list", help="every registered backend and whether it is usable here")
+    p = sub.add_parser("list", help="every registered backend and whether it runs here",
+                       description="Every registered backend: its package, vendors, activation format, schemes, "
+                                   "and whether it runs here. Without --check only the vendor and the vendor "
+                                   "libraries are checked, which needs no torch.")
     p.add_argument("--platform", help="simulate a platform, e.g. cuda:9.0,flashinfer=0.6.13")
+    p.add_argument("--check", action="store_true",
+                   help="also run every backend's support checks on a small layer (imports torch)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--wide", action="store_true", help="one line per backend, nothing wrapped or shortened")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("explain", help="the selection for one layer: every candidate and why")
     _layer_args(p)
+    p.add_argument("--wide", action="store_true", help="one line per candidate and hint, nothing wrapped")
     p.add_argument("--platform", help="simulate a platform: vendor[:capability|arch][,feature][,lib=version]...")
     p.add_argument("--backend", help="force a backend (as MOE_ORACLE_BACKEND would)")
     p.add_argument("--exclude", help="comma-separated backends to skip")
@@ -118,9 +143,76 @@ def _platform(text: str | None) -> Platform | None:
     return Platform.parse(text) if text else None
 
 
+# --version ---------------------------------------------------------------------------------
+def installed_versions() -> list[tuple[str, str, str]]:
+    """``(distribution, version, note)`` of this core, every other installed ``moe-oracle*``
+    distribution and every distribution with a ``moe_oracle.backends`` entry point, core first.
+    Read from package metadata: nothing is imported."""
+    import re
+    from importlib import metadata
+
+    from moe_oracle.registry import CORE_DISTRIBUTION, ENTRY_POINT_GROUP
+    from moe_oracle.version import PLUGIN_API_VERSION, __version__
+
+    core_note = f"plugin API {PLUGIN_API_VERSION}"
+    try:
+        if metadata.version(CORE_DISTRIBUTION) != __version__:
+            core_note += f"; metadata says {metadata.version(CORE_DISTRIBUTION)}"
+    except metadata.PackageNotFoundError:
+        core_note += "; not installed, imported from its source folder"
+    found: dict[str, tuple[str, str, str]] = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"] or ""
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        if not key or key in found or key == CORE_DISTRIBUTION:
+            continue
+        plugin = any(ep.group == ENTRY_POINT_GROUP for ep in dist.entry_points)
+        if key == "moe-oracle" or key.startswith("moe-oracle-"):
+            found[key] = (name, dist.version, "backend plugin" if plugin else "")
+        elif plugin:
+            found[key] = (name, dist.version, "backend plugin")
+    return [(CORE_DISTRIBUTION, __version__, core_note), *(found[k] for k in sorted(found))]
+
+
+def _version_text() -> str:
+    import platform as pyplatform
+    from importlib import metadata
+
+    lines = [f"{name} {version}" + (f" ({note})" if note else "") for name, version, note in installed_versions()]
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = "not installed"
+    lines.append(f"torch {torch_version}, Python {pyplatform.python_version()}")
+    return "\n".join(lines)
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: computed when asked, so that other invocations never read every package's metadata."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(_version_text())
+        parser.exit()
+
+
 # list ------------------------------------------------------------------------------------
-def backend_rows(platform: Platform | None = None) -> list[dict[str, Any]]:
-    """One row per registered backend: package, version, vendors, schemes, usable here or why not."""
+AVAILABLE = "available"
+_LIST_NOTE = ("available: serves this machine's vendor and its vendor libraries are installed; its per-layer "
+              "checks run in moe-oracle explain and in moe-oracle list --check (both import torch).")
+
+
+def backend_rows(platform: Platform | None = None, *, check: bool = False) -> list[dict[str, Any]]:
+    """One row per registered backend: package, version, vendors, schemes, and whether it runs here.
+
+    ``usable`` is False with a ``reason`` when the backend serves another vendor or misses a vendor
+    library. Otherwise, with ``check``, every support check runs on a small layer of each scheme
+    until one passes (this builds ``MoEConfig``s, so it imports torch): True, or False with the
+    first reason; without ``check`` it is None (not checked per layer).
+    """
     from importlib import metadata
 
     from moe_oracle.oracle.base import default_platform
@@ -134,11 +226,23 @@ def backend_rows(platform: Platform | None = None) -> list[dict[str, Any]]:
             version = metadata.version(spec.distribution)
         except metadata.PackageNotFoundError:
             version = "?"
-        usable, reason = _usable_here(spec, platform)
+        usable, reason = _runs_here(spec, platform)
+        if usable is not False and check:
+            usable, reason = _usable_here(spec, platform)
         rows.append({"name": spec.name, "distribution": spec.distribution, "version": version,
                      "vendors": sorted(spec.vendors), "schemes": sorted(spec.schemes),
                      "format": spec.activation_format, "usable": usable, "reason": reason})
     return rows
+
+
+def _runs_here(spec: Any, platform: Platform) -> tuple[bool | None, str]:
+    """What needs no layer (and no torch): the vendor, then the vendor libraries."""
+    if not spec.serves_vendor(platform.vendor):
+        return False, f"serves {'/'.join(sorted(spec.vendors))}, not {platform.vendor}"
+    for library, distribution in spec.libraries.items():
+        if not platform.has(library):
+            return False, f"{library} not installed (pip install {distribution})"
+    return None, ""
 
 
 def _usable_here(spec: Any, platform: Platform) -> tuple[bool, str]:
@@ -160,41 +264,61 @@ def _usable_here(spec: Any, platform: Platform) -> tuple[bool, str]:
     return False, first_reason
 
 
+def _here(row: dict[str, Any], *, wide: bool) -> str:
+    if row["usable"] is None:
+        return AVAILABLE
+    if row["usable"]:
+        return "usable"
+    return f"not usable here: {row['reason']}" if wide else "not usable"
+
+
 def cmd_list(args: argparse.Namespace) -> int:
+    from moe_oracle._table import WIDTH, format_table, wrap
     from moe_oracle.registry import registry
 
-    rows = backend_rows(_platform(args.platform))
+    rows = backend_rows(_platform(args.platform), check=args.check)
     failures = registry().failures
     if args.json:
         print(json.dumps({"backends": rows, "plugin_failures": [
             {"distribution": f.distribution, "entry_point": f.entry_point, "error": f.error} for f in failures]},
             indent=2))
         return 0
+    # Narrow (the default): a rejection's reason goes on its own lines under the row, and a long
+    # scheme list becomes a count, so every line fits WIDTH columns.
     table = [("backend", "package", "vendors", "format", "here", "schemes")]
+    notes: list[list[str]] = [[]]
     for r in rows:
-        here = "usable" if r["usable"] else f"not usable here: {r['reason']}"
-        table.append((r["name"], f"{r['distribution']} {r['version']}", ",".join(r["vendors"]), r["format"], here,
-                      ",".join(r["schemes"]) if len(r["schemes"]) < 8 else f"{len(r['schemes'])} schemes"))
-    widths = [max(len(row[i]) for row in table) for i in range(5)]
-    for row in table:
-        print("  ".join(row[i].ljust(widths[i]) for i in range(5)) + "  " + row[5])
+        schemes = ",".join(r["schemes"])
+        if not args.wide and len(schemes) > 16:
+            schemes = f"{len(r['schemes'])} schemes"
+        table.append((r["name"], f"{r['distribution']} {r['version']}", ",".join(r["vendors"]), r["format"],
+                      _here(r, wide=args.wide), schemes))
+        notes.append([r["reason"]] if r["usable"] is False and not args.wide else [])
+    width = None if args.wide else WIDTH
+    for line in format_table(table, width=width, notes=notes, note_indent=4):
+        print(line)
+    if any(r["usable"] is None for r in rows):
+        print("\n".join(wrap(_LIST_NOTE, width)))
     for f in failures:
         print(f"plugin failed to load: {f}")
     return 0
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from moe_oracle._table import WIDTH
     from moe_oracle.oracle.schemes import oracle_for
 
     config = build_config(args)
     report = oracle_for(config).explain(config, _platform(args.platform), backend=args.backend,
                                         exclude=args.exclude, prefer=args.prefer)
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.render(None if args.wide else WIDTH))
     return 0 if report.chosen else 1
 
 
 # run / bench -----------------------------------------------------------------------------
 def _device(args: argparse.Namespace) -> torch.device:
+    import torch
+
     if args.device:
         return torch.device(args.device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -212,6 +336,8 @@ def _tokens(text: str) -> list[int]:
 
 def time_call(fn: Any, device: torch.device, iters: int = 0) -> float:
     """Seconds per call: warm up, then time ``iters`` calls (auto: about half a second's worth)."""
+    import torch
+
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -232,6 +358,8 @@ def time_call(fn: Any, device: torch.device, iters: int = 0) -> float:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import torch
+
     from moe_oracle.layer import MoELayer
     from moe_oracle.testing import compare, random_inputs, random_weights
 
@@ -262,6 +390,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
     from moe_oracle.layer import MoELayer
     from moe_oracle.oracle.schemes import oracle_for
     from moe_oracle.testing import random_inputs, random_weights
@@ -300,6 +430,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from pathlib import Path
+
+    import torch
 
     from moe_oracle import registry
 
