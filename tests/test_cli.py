@@ -8,10 +8,12 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import moe_oracle
+from moe_oracle import MoEConfig
 from moe_oracle.cli import main
 
 
@@ -190,12 +192,73 @@ def test_run_rejects_bad_tokens() -> None:
 
 def test_bench_writes_json_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out_json, out_png = tmp_path / "b.json", tmp_path / "b.png"
-    code, _, _ = run(capsys, "bench", "--model", "tiny", "--dtype", "fp32", "--tokens", "1,4", "--iters", "1",
-                       "--backends", "reference", "--json", str(out_json), "--plot", str(out_png))
+    code, out, _ = run(capsys, "bench", "--model", "tiny", "--dtype", "fp32", "--tokens", "1,4", "--iters", "1",
+                       "--reps", "3", "--backends", "reference", "--json", str(out_json), "--plot", str(out_png))
     assert code == 0
     data = json.loads(out_json.read_text())
     assert set(data["ms"]["reference"]) == {"1", "4"} and data["config"]["quant"] == "fp32"
-    assert out_png.stat().st_size > 1000
+    s = data["stats"]["reference"]["4"]
+    assert len(s["samples"]) == 3 and s["min"] <= s["median"] <= s["max"] and data["ms"]["reference"]["4"] == s["median"]
+    assert data["backend"] == moe_oracle.explain(MoEConfig.preset("tiny", dtype="fp32")).chosen
+    assert data["chosen"] == {"1": data["backend"], "4": data["backend"]} and data["fastest"]["1"] == "reference"
+    assert data["device"] == "cpu" and data["device_name"] and data["repetitions"] == 3
+    assert data["versions"]["moe-oracle-core"] == moe_oracle.__version__ and "torch" in data["versions"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", data["date"])
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    header = out.splitlines()[1].split()
+    assert header == ["tokens", "backend", "median", "ms", "min", "ms", "max", "ms", "calls"]
+    assert all(len(line) <= 100 for line in out.splitlines())
+
+
+def test_bench_interleaves_backends_and_reports_median_min_max(monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import moe_oracle.cli as cli
+
+    order: list[tuple[str, int]] = []
+    fake = {"reference": [0.003, 0.001, 0.002], "cpu_grouped": [0.0005, 0.0009, 0.0004]}
+
+    def timed(fn: Any, device: Any, iters: int) -> float:
+        key = (fn.func.backend, fn.args[0].shape[0])
+        order.append(key)
+        return fake[key[0]][sum(k == key for k in order) - 1]
+
+    monkeypatch.setattr(cli, "_time_iters", timed)
+    code, out, _ = run(capsys, "bench", "--model", "tiny", "--dtype", "fp32", "--tokens", "1,4", "--iters", "1",
+                       "--reps", "3", "--backends", "reference,cpu_grouped")
+    assert code == 0
+    r, g = "reference", "cpu_grouped"
+    assert order == [(r, 1), (g, 1), (r, 4), (g, 4),      # round 1: reference first
+                     (g, 1), (r, 1), (g, 4), (r, 4),      # round 2: the other one first
+                     (r, 1), (g, 1), (r, 4), (g, 4)]
+    rows = {(line.split()[0], line.split()[1]): line.split() for line in out.splitlines()[2:]}
+    assert rows[("4", "reference")][2:5] == ["2.000", "1.000", "3.000"]          # median, min, max (ms)
+    assert rows[("4", "cpu_grouped")][-1] == "fastest"
+
+
+def test_bench_plot_marks_the_chosen_backend_and_plain_token_labels(tmp_path: Path) -> None:
+    from moe_oracle.cli import _plot
+
+    stats = {name: {t: {"median": m * int(t), "min": m * int(t) * 0.9, "max": m * int(t) * 1.5}
+                    for t in ("1", "16", "256")} for name, m in (("fast", 1.0), ("slow", 2.0))}
+    payload = {"stats": stats, "chosen": {"1": "slow", "16": "fast", "256": "fast"}, "model": "tiny",
+               "config": {"quant": "bf16"}, "device": "cpu", "device_name": "Test CPU", "date": "2026-12-06T00:00:00"}
+    fig = _plot(payload, str(tmp_path / "p.png"))
+    [ax] = fig.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "16", "256"]
+    [stars] = [c for c in ax.collections if c.get_label() == "chosen by moe-oracle"]
+    assert stars.get_offsets().tolist() == [[1, 2.0], [16, 16.0], [256, 256.0]]   # slow at 1, fast after
+    assert "chosen by moe-oracle" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_bench_plot_without_matplotlib_stops_before_any_work(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import moe_oracle.testing
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)           # import matplotlib raises ImportError
+    monkeypatch.setattr(moe_oracle.testing, "random_weights", lambda *a, **k: pytest.fail("benchmark started"))
+    with pytest.raises(SystemExit, match=re.escape("--plot needs matplotlib, which is not installed: "
+                                                   "pip install 'moe-oracle-core[plot]'")):
+        main(["bench", "--model", "tiny", "--tokens", "1", "--plot", str(tmp_path / "p.png")])
 
 
 def test_tune_needs_a_gpu(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -86,12 +86,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", help="force a backend")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("bench", help="time every usable backend for one layer over token counts")
+    p = sub.add_parser("bench", help="time every usable backend for one layer over token counts",
+                       description="Time every usable backend (or --backends) on one layer with seeded random "
+                                   "weights. Every layer is built first (one copy of the weights each), then "
+                                   "timed in interleaved rounds; the table gives the median and min-max per "
+                                   "backend and token count and marks the backend moe-oracle chooses.")
     _layer_args(p)
     _run_args(p)
     p.add_argument("--backends", help="comma-separated backends (default: every usable one)")
+    p.add_argument("--reps", type=int, default=5,
+                   help="repetitions: each times every backend and token count once, interleaved (default 5); "
+                        "the table gives their median, min and max")
     p.add_argument("--json", dest="json_out", help="write results to this JSON file")
-    p.add_argument("--plot", help="write a PNG plot (needs matplotlib)")
+    p.add_argument("--plot", help="write a PNG plot (needs matplotlib: pip install 'moe-oracle-core[plot]')")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("tune", help="tune the Triton experts' launch configs for one layer on this GPU")
@@ -120,7 +127,8 @@ def _layer_args(p: argparse.ArgumentParser) -> None:
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens", default="1,16", help="token counts, comma-separated (default 1,16)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--iters", type=int, default=0, help="timed calls per token count (default: auto, ~0.5 s)")
+    p.add_argument("--iters", type=int, default=0,
+                   help="timed calls per measurement (default: auto, about 0.5 s per backend and token count)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
 
@@ -334,27 +342,40 @@ def _tokens(text: str) -> list[int]:
     return values
 
 
-def time_call(fn: Any, device: torch.device, iters: int = 0) -> float:
-    """Seconds per call: warm up, then time ``iters`` calls (auto: about half a second's worth)."""
+def _sync(device: torch.device) -> None:
     import torch
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "xpu":
+        torch.xpu.synchronize(device)
 
+
+def _calibrate(fn: Any, device: torch.device, iters: int = 0, budget_s: float = 0.5) -> int:
+    """Warm up ``fn``; ``iters`` if given, else as many calls as fit ``budget_s`` (1 to 200)."""
     fn()
-    sync()
-    if iters <= 0:
-        start = time.perf_counter()
-        fn()
-        sync()
-        once = max(time.perf_counter() - start, 1e-6)
-        iters = max(1, min(200, int(0.5 / once)))
+    _sync(device)
+    if iters > 0:
+        return iters
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    once = max(time.perf_counter() - start, 1e-6)
+    return max(1, min(200, int(budget_s / once)))
+
+
+def _time_iters(fn: Any, device: torch.device, iters: int) -> float:
+    """Seconds per call over ``iters`` back-to-back calls, synchronized before the clock stops."""
     start = time.perf_counter()
     for _ in range(iters):
         fn()
-    sync()
+    _sync(device)
     return (time.perf_counter() - start) / iters
+
+
+def time_call(fn: Any, device: torch.device, iters: int = 0) -> float:
+    """Seconds per call: warm up, then time ``iters`` calls (auto: about half a second's worth)."""
+    return _time_iters(fn, device, _calibrate(fn, device, iters))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -396,6 +417,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from moe_oracle.oracle.schemes import oracle_for
     from moe_oracle.testing import random_inputs, random_weights
 
+    if args.plot:
+        _require_matplotlib()                              # before the benchmark, not after it
+    if args.reps < 1:
+        raise SystemExit(f"error: --reps must be at least 1, got {args.reps}")
     config = build_config(args)
     device = _device(args)
     report = oracle_for(config).explain(config)
@@ -403,29 +428,88 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                                                if c.status in ("selected", "usable")]
     weights = random_weights(config, seed=args.seed, device=device)
     tokens = _tokens(args.tokens)
-    results: dict[str, dict[int, float]] = {}
+    layers = {}
     for name in names:
-        layer = MoELayer(config, backend=name)
-        layer.load_weights(**dict(weights.items()))
-        results[name] = {}
-        for t in tokens:
-            hidden, logits = random_inputs(config, t, seed=args.seed + t, device=device)
-            with torch.inference_mode():
-                results[name][t] = time_call(functools.partial(layer, hidden, logits), device, args.iters)
-            print(f"{name:>16} tokens={t:<6} {results[name][t] * 1e3:9.3f} ms", file=sys.stderr, flush=True)
-    print(f"{'tokens':>7} " + " ".join(f"{n:>16}" for n in names))
-    for t in tokens:
-        print(f"{t:>7} " + " ".join(f"{results[n][t] * 1e3:>13.3f} ms" for n in names))
-    payload = {"config": report.to_dict()["config"], "platform": report.to_dict()["platform"],
-               "device": str(device), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-               "dtype": dtype_name(config.dtype), "ms": {n: {str(t): v * 1e3 for t, v in r.items()}
-                                                         for n, r in results.items()}}
+        layers[name] = MoELayer(config, backend=name)
+        layers[name].load_weights(**dict(weights.items()))
+    inputs = {t: random_inputs(config, t, seed=args.seed + t, device=device) for t in tokens}
+    calls = {(n, t): functools.partial(layers[n], *inputs[t]) for n in names for t in tokens}
+    samples: dict[tuple[str, int], list[float]] = {key: [] for key in calls}
+    started = time.perf_counter()
+    with torch.inference_mode():
+        iters = {key: _calibrate(fn, device, args.iters, budget_s=0.5 / args.reps) for key, fn in calls.items()}
+        # Interleaved: each round times every (backend, tokens) once, and the backend that goes
+        # first rotates, so a machine that gets busier or cooler mid-run shifts every candidate alike.
+        for rep in range(args.reps):
+            shift = rep % len(names)
+            for t in tokens:
+                for name in names[shift:] + names[:shift]:
+                    samples[(name, t)].append(_time_iters(calls[(name, t)], device, iters[(name, t)]))
+            print(f"round {rep + 1}/{args.reps} done, {time.perf_counter() - started:.1f} s",
+                  file=sys.stderr, flush=True)
+    payload = _bench_payload(args, config, report, device, names, tokens, samples, iters)
+    for line in _bench_table(payload):
+        print(line)
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as f:
             json.dump(payload, f, indent=2)
     if args.plot:
-        _plot(results, args.plot, title=f"{args.model or args.hf_config} {config.scheme.name} on {device}")
+        _plot(payload, args.plot)
     return 0
+
+
+def _bench_payload(args: argparse.Namespace, config: MoEConfig, report: Any, device: torch.device, names: list[str],
+                   tokens: list[int], samples: dict[tuple[str, int], list[float]],
+                   iters: dict[tuple[str, int], int]) -> dict[str, Any]:
+    """What ``bench --json`` writes: per backend and token count the median, min and max ms over
+    the repetitions (and every sample), the backend moe-oracle chooses per token count, the
+    fastest one measured, and the device, versions and date the numbers belong to."""
+    import datetime
+    import platform as pyplatform
+    import statistics
+
+    import torch
+
+    ms = {key: [v * 1e3 for v in values] for key, values in samples.items()}
+    stats = {n: {str(t): {"median": statistics.median(ms[(n, t)]), "min": min(ms[(n, t)]), "max": max(ms[(n, t)]),
+                          "samples": ms[(n, t)], "calls_per_sample": iters[(n, t)]} for t in tokens} for n in names}
+    # The rules choose one backend for every token count; the plan is kept per token count so a
+    # reader (and the plot) never has to assume that.
+    chosen = {str(t): report.chosen for t in tokens}
+    fastest = {str(t): min(names, key=lambda n, t=t: stats[n][str(t)]["median"]) for t in tokens}
+    if device.type == "cuda":
+        device_name = torch.cuda.get_device_name(device)
+    elif device.type == "xpu":
+        device_name = torch.xpu.get_device_name(device)
+    else:
+        device_name = report.platform.device_name or pyplatform.processor()
+    versions = {dist: version for dist, version, _ in installed_versions()}
+    versions.update({"python": pyplatform.python_version(), "torch": torch.__version__})
+    versions.update({lib: v for lib, v in report.platform.libraries.items() if lib not in versions})
+    d = report.to_dict()
+    return {
+        "model": args.model or args.hf_config, "config": d["config"], "platform": d["platform"],
+        "backend": report.chosen, "chosen": chosen, "fastest": fastest,
+        "device": str(device), "device_name": device_name, "threads": torch.get_num_threads(),
+        "versions": versions, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "dtype": dtype_name(config.dtype), "repetitions": args.reps, "interleaved": True,
+        "ms": {n: {t: s["median"] for t, s in per.items()} for n, per in stats.items()},
+        "stats": stats,
+    }
+
+
+def _bench_table(payload: dict[str, Any]) -> list[str]:
+    chosen = payload["backend"]
+    lines = [f"{payload['model']} {payload['config']['quant']} on {payload['device']} ({payload['device_name']}), "
+             f"{payload['repetitions']} interleaved repetitions; moe-oracle chooses {chosen or 'none'} (*)",
+             f"{'tokens':>7}  {'backend':<20} {'median ms':>10} {'min ms':>10} {'max ms':>10} {'calls':>6}"]
+    for t, fastest in payload["fastest"].items():
+        for name, per in payload["stats"].items():
+            s = per[t]
+            mark = " *" if name == payload["chosen"][t] else ""
+            lines.append(f"{t:>7}  {name + mark:<20} {s['median']:>10.3f} {s['min']:>10.3f} {s['max']:>10.3f} "
+                         f"{s['calls_per_sample']:>6}" + ("  fastest" if name == fastest else ""))
+    return lines
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -462,26 +546,54 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plot(results: dict[str, dict[int, float]], path: str, title: str) -> None:
-    try:
-        import matplotlib
+PLOT_EXTRA = "pip install 'moe-oracle-core[plot]'"
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+
+def _require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
     except ImportError:
-        raise SystemExit("error: --plot needs matplotlib (pip install matplotlib)") from None
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, series in results.items():
-        xs = sorted(series)
-        ax.plot([max(x, 1) for x in xs], [series[x] * 1e3 for x in xs], marker="o", label=name)
-    ax.set_xscale("log", base=2)
+        raise SystemExit(f"error: --plot needs matplotlib, which is not installed: {PLOT_EXTRA} "
+                         "(or pip install matplotlib)") from None
+
+
+def _plot(payload: dict[str, Any], path: str) -> Any:
+    """Median ms per backend over token counts (bars: min to max over the repetitions), a star on
+    the backend moe-oracle chooses at each token count, tokens labelled as plain numbers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
+
+    tokens = sorted(int(t) for t in payload["chosen"])
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for name, per in payload["stats"].items():
+        med = [per[str(t)]["median"] for t in tokens]
+        low = [m - per[str(t)]["min"] for m, t in zip(med, tokens, strict=True)]
+        high = [per[str(t)]["max"] - m for m, t in zip(med, tokens, strict=True)]
+        ax.errorbar(tokens, med, yerr=[low, high], marker="o", markersize=4, capsize=3, label=name)
+    picked = [(t, payload["stats"][payload["chosen"][str(t)]][str(t)]["median"]) for t in tokens
+              if payload["chosen"][str(t)] in payload["stats"]]
+    if picked:
+        ax.scatter([t for t, _ in picked], [m for _, m in picked], marker="*", s=220, facecolors="none",
+                   edgecolors="black", linewidths=1.2, zorder=5, label="chosen by moe-oracle")
+    if 0 in tokens:
+        ax.set_xscale("symlog", base=2, linthresh=1)
+    else:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(tokens, [str(t) for t in tokens])
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_yscale("log")
-    ax.set_xlabel("tokens")
-    ax.set_ylabel("ms per layer call")
-    ax.set_title(title)
-    ax.legend()
+    ax.set_xlabel("tokens per call")
+    ax.set_ylabel("ms per layer call (median; bars: min to max)")
+    ax.set_title(f"{payload['model']} {payload['config']['quant']} on {payload['device_name'] or payload['device']}, "
+                 f"{payload['date'][:10]}", fontsize=10)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return fig
 
 
 if __name__ == "__main__":
