@@ -476,7 +476,8 @@ def _bench_payload(args: argparse.Namespace, config: MoEConfig, report: Any, dev
     # The rules choose one backend for every token count; the plan is kept per token count so a
     # reader (and the plot) never has to assume that.
     chosen = {str(t): report.chosen for t in tokens}
-    fastest = {str(t): min(names, key=lambda n, t=t: stats[n][str(t)]["median"]) for t in tokens}
+    medians = {key: statistics.median(values) for key, values in ms.items()}
+    fastest = {str(t): min((medians[(n, t)], i, n) for i, n in enumerate(names))[2] for t in tokens}
     if device.type == "cuda":
         device_name = torch.cuda.get_device_name(device)
     elif device.type == "xpu":
