@@ -136,3 +136,48 @@ def backends():
     assert info.value.packages == ["fake-plugin-b", "fake-plugin-c"]
     assert "alpha before beta (from fake-plugin-b: alpha is faster on Hopper)" in str(info.value)
     assert "beta before alpha (from fake-plugin-c: beta is faster everywhere)" in str(info.value)
+
+
+def _versioned_plugin(name: str, plugin_api: object) -> str:
+    return f"""
+from moe_oracle import BackendSpec
+def backends():
+    return [BackendSpec(name="{name}", experts="{EXPERTS}", vendors={{"cuda"}}, schemes={{"bf16"}},
+                        plugin_api={plugin_api!r})]
+"""
+
+
+def test_plugin_for_another_plugin_api_is_a_recorded_failure_with_both_versions(install: Install) -> None:
+    install("fake-plugin-a", PLUGIN_A)                                   # declares nothing: accepted
+    install("fake-plugin-now", _versioned_plugin("now", moe_oracle.PLUGIN_API_VERSION))
+    install("fake-plugin-next", _versioned_plugin("later", moe_oracle.PLUGIN_API_VERSION + 1))
+    reg = moe_oracle.registry(refresh=True)
+    assert {"alpha", "now"} <= set(reg.names()) and "later" not in reg.names()
+    [failure] = reg.failures
+    assert failure.distribution == "fake-plugin-next"
+    assert failure.error == (
+        f"PluginAPIError: fake-plugin-next: backend 'later' declares plugin API {moe_oracle.PLUGIN_API_VERSION + 1}, "
+        f"but moe-oracle-core {moe_oracle.__version__} provides plugin API {moe_oracle.PLUGIN_API_VERSION}; install "
+        f"a release of fake-plugin-next built for plugin API {moe_oracle.PLUGIN_API_VERSION}, or a moe-oracle-core "
+        f"that provides plugin API {moe_oracle.PLUGIN_API_VERSION + 1}")
+    assert "plugin failed to load: fake-plugin-next" in str(moe_oracle.explain(CONFIG, HOPPER))
+
+
+def test_plugin_api_must_be_a_positive_int() -> None:
+    for bad in ("1", 0, 1.0, True):
+        with pytest.raises(moe_oracle.RegistryError, match=r"backend 'x': plugin_api must be a positive int"):
+            moe_oracle.BackendSpec(name="x", experts=EXPERTS, vendors={"cuda"}, schemes={"bf16"}, plugin_api=bad)
+
+
+def test_vendor_packages_declare_this_plugin_api() -> None:
+    reg = moe_oracle.registry(refresh=True)
+    declared = {s.distribution: s.plugin_api for s in reg.specs() if s.distribution != "moe-oracle-core"}
+    for dist in ("moe-oracle-cuda", "moe-oracle-rocm", "moe-oracle-xpu"):
+        assert declared[dist] == moe_oracle.PLUGIN_API_VERSION, dist
+
+
+def test_version_lists_plugin_distributions(install: Install, capsys: pytest.CaptureFixture[str]) -> None:
+    install("fake-plugin-a", PLUGIN_A)
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert "fake-plugin-a 0.1.0 (backend plugin)" in capsys.readouterr().out.splitlines()

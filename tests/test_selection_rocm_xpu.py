@@ -139,7 +139,7 @@ def test_cli_explain_xpu(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_cli_list_shows_vendor_backends_not_usable_here(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["list", "--platform", "cpu"]) == 0
+    assert main(["list", "--platform", "cpu", "--wide"]) == 0
     out = capsys.readouterr().out
     lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
     assert "not usable here: serves rocm, not cpu" in lines["aiter"]

@@ -196,3 +196,62 @@ def test_environment_read_by_checks_joins_the_cache_key(monkeypatch: pytest.Monk
     assert report.chosen == "portable" and report.candidate("switched").reason == "disabled by FAKE_SWITCH=0"
     monkeypatch.delenv("FAKE_SWITCH")
     assert oracle.select_backend(CONFIG, HOPPER).backend == "switched"
+
+
+@pytest.mark.parametrize(("kwargs", "platform", "why"), [
+    # A forced backend of another vendor: the report says what select_backend would raise.
+    (dict(backend="amd_only"), HOPPER, "backend 'amd_only' cannot serve this config: serves rocm, not cuda. "
+                                       "Backends that can: portable, fast"),
+    # A forced candidate that fails its checks: its own reason.
+    (dict(backend="fast"), AMPERE, "backend 'fast' cannot serve this config: fastlib not installed "
+                                   "(pip install fastlib-dist). Backends that can: portable"),
+    # A forced backend of another scheme family.
+    (dict(backend="fp8_only"), HOPPER, "backend 'fp8_only' cannot serve this config: does not serve the "
+                                       "Unquantized schemes (bf16). Backends that can: portable, fast"),
+    # Nothing forced: which candidates were rejected and which excluded, and by what.
+    (dict(exclude="portable"), AMPERE, "no candidate fits: 1 rejected (fast), 1 excluded by exclude= argument "
+                                       "(portable); each one's reason is in its row"),
+])
+def test_chosen_none_says_why(oracle: UnquantizedOracle, kwargs: dict[str, str], platform: Platform, why: str) -> None:
+    report = oracle.explain(CONFIG, platform, **kwargs)
+    assert report.chosen is None and report.none_reason == why
+    assert report.to_dict()["none_reason"] == why
+    assert f"chosen: none ({why})" in report.render(width=None)
+    if "backend" in kwargs:
+        with pytest.raises(UnsupportedBackendError) as info:
+            oracle.select_backend(CONFIG, platform, **kwargs)
+        assert str(info.value) == why          # the same words as the error `run` prints
+
+
+def test_chosen_none_with_no_candidate_for_the_vendor(oracle: UnquantizedOracle) -> None:
+    report = oracle.explain(CONFIG, Platform.simulate("xpu"))
+    assert report.none_reason == ("no registered backend serves bf16 on xpu; other vendors' backends: fast, portable, "
+                                  "amd_only")
+    assert oracle.explain(CONFIG, HOPPER).none_reason == ""
+
+
+def test_report_fits_100_columns_and_wide_keeps_one_line_per_row() -> None:
+    long = "needs " + " and ".join(f"requirement number {i}" for i in range(12))
+    hint = "measured " + ", ".join(f"{i}% faster at {2 ** i} tokens" for i in range(12))
+    reg = Registry()
+    reg.register_all([
+        BackendSpec(name="picky", experts=EXPERTS, vendors={"cuda"}, schemes={"bf16"}, rank=1,
+                    checks=(capability_at_least(10, 0),),
+                    hints=(PriorityHint(rank=1, reason=hint),)),
+        BackendSpec(name="portable", experts=EXPERTS, vendors={"cuda"}, schemes={"bf16"}, rank=50,
+                    checks=(capability_at_least(10, 0),)),
+    ], source="test-pkg")
+    from dataclasses import replace
+
+    report = UnquantizedOracle(reg).explain(CONFIG, HOPPER)
+    report = replace(report, candidates=(replace(report.candidates[0], reason=long), *report.candidates[1:]))
+    narrow = report.render()
+    assert max(len(line) for line in narrow.splitlines()) <= 100
+    assert str(report) == narrow
+    # every word of the reason and the hint is still there, in order
+    assert " ".join(narrow.split()).count(long) == 1 and " ".join(narrow.split()).count(hint) == 1
+    row = next(line for line in narrow.splitlines() if line.startswith("1  picky"))
+    assert row.split()[:5] == ["1", "picky", "test-pkg", "1", "rejected"]
+    wide = report.render(width=None)
+    assert any(line.startswith("1  picky") and line.endswith(long) for line in wide.splitlines())
+    assert any(line.strip() == f"hint: rank 1 (test-pkg: {hint})" for line in wide.splitlines())

@@ -62,3 +62,30 @@ def test_detect_on_this_machine_reads_metadata_not_imports() -> None:
     assert p.vendor in ("cpu", "cuda", "rocm", "xpu") and not p.simulated and p.device_name
     assert Platform.detect() is p  # cached per (libraries, interpreter)
     assert p.describe().startswith(p.vendor)
+
+
+def test_detect_imports_torch_only_where_a_gpu_is_possible(monkeypatch: pytest.MonkeyPatch) -> None:
+    import fnmatch
+    import sys
+
+    from moe_oracle import platform as platform_module
+
+    versions = {"torch": "2.13.0+cpu"}
+    monkeypatch.setattr(platform_module, "_version", lambda dist: versions.get(dist))
+    nodes: list[str] = []
+    monkeypatch.setattr(platform_module.glob, "glob", lambda pattern: fnmatch.filter(nodes, pattern))
+    monkeypatch.delitem(sys.modules, "torch", raising=False)            # as in a fresh `moe-oracle list`
+    monkeypatch.setattr(platform_module.sys, "platform", "linux")
+    assert not platform_module._gpu_possible()           # a CPU build of torch never sees a GPU
+    versions["torch"] = "2.13.0"                         # PyPI's default (CUDA) build ...
+    assert not platform_module._gpu_possible()           # ... on a machine without GPU device nodes
+    nodes.append("/dev/nvidiactl")
+    assert platform_module._gpu_possible()
+    nodes[:] = ["/dev/kfd"]
+    assert platform_module._gpu_possible()
+    versions.pop("torch")                                 # no torch at all: a CPU platform, no import attempted
+    assert not platform_module._gpu_possible()
+    platform_module._detect.cache_clear()
+    p = Platform.detect()
+    assert p.vendor == "cpu" and "torch" not in sys.modules and p.device_name
+    platform_module._detect.cache_clear()

@@ -27,6 +27,7 @@ from moe_oracle.errors import (
     InputError,
     MoEOracleError,
     NoBackendError,
+    PluginAPIError,
     PriorityCycleError,
     RegistryError,
     UnknownBackendError,
@@ -64,7 +65,7 @@ from moe_oracle.platform import Platform
 from moe_oracle.registry import Registry, registry
 from moe_oracle.spec import BackendSpec, PriorityHint
 from moe_oracle.support import Support
-from moe_oracle.version import __version__
+from moe_oracle.version import PLUGIN_API_VERSION, __version__
 
 if TYPE_CHECKING:
     from moe_oracle.layer import MoELayer
@@ -95,7 +96,8 @@ __all__ = [
     "ExpertsModular", "ExpertsMonolithic", "Fp8Oracle", "FusedMoEKernel", "Granularity", "InputError",
     "Int8Oracle", "KernelAssemblyError", "KernelWeights", "LocalPrepareFinalize", "MoEConfig",
     "MoEKernelOracle", "MoELayer", "MoEOracleError", "Mxfp4Oracle", "Mxfp8Oracle", "NoBackendError",
-    "Nvfp4Oracle", "ParallelConfig", "Platform", "PrepareFinalize", "PrepareResult", "PriorityCycleError",
+    "Nvfp4Oracle", "PLUGIN_API_VERSION", "ParallelConfig", "Platform", "PluginAPIError", "PrepareFinalize",
+    "PrepareResult", "PriorityCycleError",
     "PriorityHint", "QuantConfig", "QuantDesc", "QuantKey", "QuantScheme", "Registry", "RegistryError",
     "RoutingConfig", "Selection", "SelectionReport", "Support", "UnknownBackendError", "UnquantizedOracle",
     "UnsupportedBackendError", "W4A8Fp8Oracle", "W4A8Int8Oracle", "WNA16Oracle", "WeightError",

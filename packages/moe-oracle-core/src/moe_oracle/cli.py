@@ -1,5 +1,8 @@
 """``moe-oracle``: a thin command line over the API.
 
+``--help``, ``--version`` and ``list`` import no torch (``list --check`` does: the per-layer
+checks build a ``MoEConfig``); the commands that build layers import it when they run.
+
     moe-oracle list                                   every backend, its package, and whether it runs here
     moe-oracle explain --model deepseek-v3 --quant fp8_block --platform cuda:9.0,flashinfer=0.6.13
     moe-oracle run --model tiny --tokens 1,16,64      select, run, check against the reference, time
@@ -15,9 +18,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from moe_oracle.config.moe import MoEConfig, dtype_name
 from moe_oracle.config.parallel import ALL2ALL_BACKENDS, ParallelConfig
@@ -25,6 +26,20 @@ from moe_oracle.config.presets import PRESETS
 from moe_oracle.config.quant import SCHEME_NAMES
 from moe_oracle.errors import MoEOracleError
 from moe_oracle.platform import Platform
+
+if TYPE_CHECKING:  # torch is imported by the commands that run kernels, never for --help or list
+    import torch
+
+
+DESCRIPTION = """moe-oracle: which fused Mixture-of-Experts kernel a layer gets on this machine and why;
+run it against the reference experts, and time every candidate."""
+EXAMPLES = """examples:
+  moe-oracle list                                   every backend: its package, and whether it runs here
+  moe-oracle explain --model deepseek-v3 --quant fp8_block --platform cuda:9.0,flashinfer=0.6.13
+  moe-oracle run --model tiny --tokens 1,16,64      select, run, check against the reference, time
+  moe-oracle bench --model tiny --tokens 1,16 --json out.json --plot out.png
+  moe-oracle tune --model qwen3-30b-a3b --tokens 1,16,256 --out configs/   Triton configs for this GPU
+  moe-oracle COMMAND --help                         the options of one command"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,16 +53,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="moe-oracle", description=__doc__.splitlines()[0] if __doc__ else "")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="moe-oracle", description=DESCRIPTION, epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print every installed moe-oracle distribution and plugin with its version, and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("list", help="every registered backend and whether it is usable here")
+    p = sub.add_parser("list", help="every registered backend and whether it runs here",
+                       description="Every registered backend: its package, vendors, activation format, schemes, "
+                                   "and whether it runs here. Without --check only the vendor and the vendor "
+                                   "libraries are checked, which needs no torch.")
     p.add_argument("--platform", help="simulate a platform, e.g. cuda:9.0,flashinfer=0.6.13")
+    p.add_argument("--check", action="store_true",
+                   help="also run every backend's support checks on a small layer (imports torch)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--wide", action="store_true", help="one line per backend, nothing wrapped or shortened")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("explain", help="the selection for one layer: every candidate and why")
     _layer_args(p)
+    p.add_argument("--wide", action="store_true", help="one line per candidate and hint, nothing wrapped")
     p.add_argument("--platform", help="simulate a platform: vendor[:capability|arch][,feature][,lib=version]...")
     p.add_argument("--backend", help="force a backend (as MOE_ORACLE_BACKEND would)")
     p.add_argument("--exclude", help="comma-separated backends to skip")
@@ -61,12 +86,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", help="force a backend")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("bench", help="time every usable backend for one layer over token counts")
+    p = sub.add_parser("bench", help="time every usable backend for one layer over token counts",
+                       description="Time every usable backend (or --backends) on one layer with seeded random "
+                                   "weights. Every layer is built first (one copy of the weights each), then "
+                                   "timed in interleaved rounds; the table gives the median and min-max per "
+                                   "backend and token count and marks the backend moe-oracle chooses.")
     _layer_args(p)
     _run_args(p)
     p.add_argument("--backends", help="comma-separated backends (default: every usable one)")
+    p.add_argument("--reps", type=int, default=5,
+                   help="repetitions: each times every backend and token count once, interleaved (default 5); "
+                        "the table gives their median, min and max")
     p.add_argument("--json", dest="json_out", help="write results to this JSON file")
-    p.add_argument("--plot", help="write a PNG plot (needs matplotlib)")
+    p.add_argument("--plot", help="write a PNG plot (needs matplotlib: pip install 'moe-oracle-core[plot]')")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("tune", help="tune the Triton experts' launch configs for one layer on this GPU")
@@ -95,7 +127,8 @@ def _layer_args(p: argparse.ArgumentParser) -> None:
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens", default="1,16", help="token counts, comma-separated (default 1,16)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--iters", type=int, default=0, help="timed calls per token count (default: auto, ~0.5 s)")
+    p.add_argument("--iters", type=int, default=0,
+                   help="timed calls per measurement (default: auto, about 0.5 s per backend and token count)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
 
@@ -118,9 +151,76 @@ def _platform(text: str | None) -> Platform | None:
     return Platform.parse(text) if text else None
 
 
+# --version ---------------------------------------------------------------------------------
+def installed_versions() -> list[tuple[str, str, str]]:
+    """``(distribution, version, note)`` of this core, every other installed ``moe-oracle*``
+    distribution and every distribution with a ``moe_oracle.backends`` entry point, core first.
+    Read from package metadata: nothing is imported."""
+    import re
+    from importlib import metadata
+
+    from moe_oracle.registry import CORE_DISTRIBUTION, ENTRY_POINT_GROUP
+    from moe_oracle.version import PLUGIN_API_VERSION, __version__
+
+    core_note = f"plugin API {PLUGIN_API_VERSION}"
+    try:
+        if metadata.version(CORE_DISTRIBUTION) != __version__:
+            core_note += f"; metadata says {metadata.version(CORE_DISTRIBUTION)}"
+    except metadata.PackageNotFoundError:
+        core_note += "; not installed, imported from its source folder"
+    found: dict[str, tuple[str, str, str]] = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"] or ""
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        if not key or key in found or key == CORE_DISTRIBUTION:
+            continue
+        plugin = any(ep.group == ENTRY_POINT_GROUP for ep in dist.entry_points)
+        if key == "moe-oracle" or key.startswith("moe-oracle-"):
+            found[key] = (name, dist.version, "backend plugin" if plugin else "")
+        elif plugin:
+            found[key] = (name, dist.version, "backend plugin")
+    return [(CORE_DISTRIBUTION, __version__, core_note), *(found[k] for k in sorted(found))]
+
+
+def _version_text() -> str:
+    import platform as pyplatform
+    from importlib import metadata
+
+    lines = [f"{name} {version}" + (f" ({note})" if note else "") for name, version, note in installed_versions()]
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = "not installed"
+    lines.append(f"torch {torch_version}, Python {pyplatform.python_version()}")
+    return "\n".join(lines)
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: computed when asked, so that other invocations never read every package's metadata."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(_version_text())
+        parser.exit()
+
+
 # list ------------------------------------------------------------------------------------
-def backend_rows(platform: Platform | None = None) -> list[dict[str, Any]]:
-    """One row per registered backend: package, version, vendors, schemes, usable here or why not."""
+AVAILABLE = "available"
+_LIST_NOTE = ("available: serves this machine's vendor and its vendor libraries are installed; its per-layer "
+              "checks run in moe-oracle explain and in moe-oracle list --check (both import torch).")
+
+
+def backend_rows(platform: Platform | None = None, *, check: bool = False) -> list[dict[str, Any]]:
+    """One row per registered backend: package, version, vendors, schemes, and whether it runs here.
+
+    ``usable`` is False with a ``reason`` when the backend serves another vendor or misses a vendor
+    library. Otherwise, with ``check``, every support check runs on a small layer of each scheme
+    until one passes (this builds ``MoEConfig``s, so it imports torch): True, or False with the
+    first reason; without ``check`` it is None (not checked per layer).
+    """
     from importlib import metadata
 
     from moe_oracle.oracle.base import default_platform
@@ -134,11 +234,23 @@ def backend_rows(platform: Platform | None = None) -> list[dict[str, Any]]:
             version = metadata.version(spec.distribution)
         except metadata.PackageNotFoundError:
             version = "?"
-        usable, reason = _usable_here(spec, platform)
+        usable, reason = _runs_here(spec, platform)
+        if usable is not False and check:
+            usable, reason = _usable_here(spec, platform)
         rows.append({"name": spec.name, "distribution": spec.distribution, "version": version,
                      "vendors": sorted(spec.vendors), "schemes": sorted(spec.schemes),
                      "format": spec.activation_format, "usable": usable, "reason": reason})
     return rows
+
+
+def _runs_here(spec: Any, platform: Platform) -> tuple[bool | None, str]:
+    """What needs no layer (and no torch): the vendor, then the vendor libraries."""
+    if not spec.serves_vendor(platform.vendor):
+        return False, f"serves {'/'.join(sorted(spec.vendors))}, not {platform.vendor}"
+    for library, distribution in spec.libraries.items():
+        if not platform.has(library):
+            return False, f"{library} not installed (pip install {distribution})"
+    return None, ""
 
 
 def _usable_here(spec: Any, platform: Platform) -> tuple[bool, str]:
@@ -160,41 +272,61 @@ def _usable_here(spec: Any, platform: Platform) -> tuple[bool, str]:
     return False, first_reason
 
 
+def _here(row: dict[str, Any], *, wide: bool) -> str:
+    if row["usable"] is None:
+        return AVAILABLE
+    if row["usable"]:
+        return "usable"
+    return f"not usable here: {row['reason']}" if wide else "not usable"
+
+
 def cmd_list(args: argparse.Namespace) -> int:
+    from moe_oracle._table import WIDTH, format_table, wrap
     from moe_oracle.registry import registry
 
-    rows = backend_rows(_platform(args.platform))
+    rows = backend_rows(_platform(args.platform), check=args.check)
     failures = registry().failures
     if args.json:
         print(json.dumps({"backends": rows, "plugin_failures": [
             {"distribution": f.distribution, "entry_point": f.entry_point, "error": f.error} for f in failures]},
             indent=2))
         return 0
+    # Narrow (the default): a rejection's reason goes on its own lines under the row, and a long
+    # scheme list becomes a count, so every line fits WIDTH columns.
     table = [("backend", "package", "vendors", "format", "here", "schemes")]
+    notes: list[list[str]] = [[]]
     for r in rows:
-        here = "usable" if r["usable"] else f"not usable here: {r['reason']}"
-        table.append((r["name"], f"{r['distribution']} {r['version']}", ",".join(r["vendors"]), r["format"], here,
-                      ",".join(r["schemes"]) if len(r["schemes"]) < 8 else f"{len(r['schemes'])} schemes"))
-    widths = [max(len(row[i]) for row in table) for i in range(5)]
-    for row in table:
-        print("  ".join(row[i].ljust(widths[i]) for i in range(5)) + "  " + row[5])
+        schemes = ",".join(r["schemes"])
+        if not args.wide and len(schemes) > 16:
+            schemes = f"{len(r['schemes'])} schemes"
+        table.append((r["name"], f"{r['distribution']} {r['version']}", ",".join(r["vendors"]), r["format"],
+                      _here(r, wide=args.wide), schemes))
+        notes.append([r["reason"]] if r["usable"] is False and not args.wide else [])
+    width = None if args.wide else WIDTH
+    for line in format_table(table, width=width, notes=notes, note_indent=4):
+        print(line)
+    if any(r["usable"] is None for r in rows):
+        print("\n".join(wrap(_LIST_NOTE, width)))
     for f in failures:
         print(f"plugin failed to load: {f}")
     return 0
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from moe_oracle._table import WIDTH
     from moe_oracle.oracle.schemes import oracle_for
 
     config = build_config(args)
     report = oracle_for(config).explain(config, _platform(args.platform), backend=args.backend,
                                         exclude=args.exclude, prefer=args.prefer)
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.render(None if args.wide else WIDTH))
     return 0 if report.chosen else 1
 
 
 # run / bench -----------------------------------------------------------------------------
 def _device(args: argparse.Namespace) -> torch.device:
+    import torch
+
     if args.device:
         return torch.device(args.device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -210,28 +342,45 @@ def _tokens(text: str) -> list[int]:
     return values
 
 
-def time_call(fn: Any, device: torch.device, iters: int = 0) -> float:
-    """Seconds per call: warm up, then time ``iters`` calls (auto: about half a second's worth)."""
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+def _sync(device: torch.device) -> None:
+    import torch
 
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "xpu":
+        torch.xpu.synchronize(device)
+
+
+def _calibrate(fn: Any, device: torch.device, iters: int = 0, budget_s: float = 0.5) -> int:
+    """Warm up ``fn``; ``iters`` if given, else as many calls as fit ``budget_s`` (1 to 200)."""
     fn()
-    sync()
-    if iters <= 0:
-        start = time.perf_counter()
-        fn()
-        sync()
-        once = max(time.perf_counter() - start, 1e-6)
-        iters = max(1, min(200, int(0.5 / once)))
+    _sync(device)
+    if iters > 0:
+        return iters
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    once = max(time.perf_counter() - start, 1e-6)
+    return max(1, min(200, int(budget_s / once)))
+
+
+def _time_iters(fn: Any, device: torch.device, iters: int) -> float:
+    """Seconds per call over ``iters`` back-to-back calls, synchronized before the clock stops."""
     start = time.perf_counter()
     for _ in range(iters):
         fn()
-    sync()
+    _sync(device)
     return (time.perf_counter() - start) / iters
 
 
+def time_call(fn: Any, device: torch.device, iters: int = 0) -> float:
+    """Seconds per call: warm up, then time ``iters`` calls (auto: about half a second's worth)."""
+    return _time_iters(fn, device, _calibrate(fn, device, iters))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    import torch
+
     from moe_oracle.layer import MoELayer
     from moe_oracle.testing import compare, random_inputs, random_weights
 
@@ -262,10 +411,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
     from moe_oracle.layer import MoELayer
     from moe_oracle.oracle.schemes import oracle_for
     from moe_oracle.testing import random_inputs, random_weights
 
+    if args.plot:
+        _require_matplotlib()                              # before the benchmark, not after it
+    if args.reps < 1:
+        raise SystemExit(f"error: --reps must be at least 1, got {args.reps}")
     config = build_config(args)
     device = _device(args)
     report = oracle_for(config).explain(config)
@@ -273,33 +428,95 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                                                if c.status in ("selected", "usable")]
     weights = random_weights(config, seed=args.seed, device=device)
     tokens = _tokens(args.tokens)
-    results: dict[str, dict[int, float]] = {}
+    layers = {}
     for name in names:
-        layer = MoELayer(config, backend=name)
-        layer.load_weights(**dict(weights.items()))
-        results[name] = {}
-        for t in tokens:
-            hidden, logits = random_inputs(config, t, seed=args.seed + t, device=device)
-            with torch.inference_mode():
-                results[name][t] = time_call(functools.partial(layer, hidden, logits), device, args.iters)
-            print(f"{name:>16} tokens={t:<6} {results[name][t] * 1e3:9.3f} ms", file=sys.stderr, flush=True)
-    print(f"{'tokens':>7} " + " ".join(f"{n:>16}" for n in names))
-    for t in tokens:
-        print(f"{t:>7} " + " ".join(f"{results[n][t] * 1e3:>13.3f} ms" for n in names))
-    payload = {"config": report.to_dict()["config"], "platform": report.to_dict()["platform"],
-               "device": str(device), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-               "dtype": dtype_name(config.dtype), "ms": {n: {str(t): v * 1e3 for t, v in r.items()}
-                                                         for n, r in results.items()}}
+        layers[name] = MoELayer(config, backend=name)
+        layers[name].load_weights(**dict(weights.items()))
+    inputs = {t: random_inputs(config, t, seed=args.seed + t, device=device) for t in tokens}
+    calls = {(n, t): functools.partial(layers[n], *inputs[t]) for n in names for t in tokens}
+    samples: dict[tuple[str, int], list[float]] = {key: [] for key in calls}
+    started = time.perf_counter()
+    with torch.inference_mode():
+        iters = {key: _calibrate(fn, device, args.iters, budget_s=0.5 / args.reps) for key, fn in calls.items()}
+        # Interleaved: each round times every (backend, tokens) once, and the backend that goes
+        # first rotates, so a machine that gets busier or cooler mid-run shifts every candidate alike.
+        for rep in range(args.reps):
+            shift = rep % len(names)
+            for t in tokens:
+                for name in names[shift:] + names[:shift]:
+                    samples[(name, t)].append(_time_iters(calls[(name, t)], device, iters[(name, t)]))
+            print(f"round {rep + 1}/{args.reps} done, {time.perf_counter() - started:.1f} s",
+                  file=sys.stderr, flush=True)
+    payload = _bench_payload(args, config, report, device, names, tokens, samples, iters)
+    for line in _bench_table(payload):
+        print(line)
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as f:
             json.dump(payload, f, indent=2)
     if args.plot:
-        _plot(results, args.plot, title=f"{args.model or args.hf_config} {config.scheme.name} on {device}")
+        _plot(payload, args.plot)
     return 0
+
+
+def _bench_payload(args: argparse.Namespace, config: MoEConfig, report: Any, device: torch.device, names: list[str],
+                   tokens: list[int], samples: dict[tuple[str, int], list[float]],
+                   iters: dict[tuple[str, int], int]) -> dict[str, Any]:
+    """What ``bench --json`` writes: per backend and token count the median, min and max ms over
+    the repetitions (and every sample), the backend moe-oracle chooses per token count, the
+    fastest one measured, and the device, versions and date the numbers belong to."""
+    import datetime
+    import platform as pyplatform
+    import statistics
+
+    import torch
+
+    ms = {key: [v * 1e3 for v in values] for key, values in samples.items()}
+    stats = {n: {str(t): {"median": statistics.median(ms[(n, t)]), "min": min(ms[(n, t)]), "max": max(ms[(n, t)]),
+                          "samples": ms[(n, t)], "calls_per_sample": iters[(n, t)]} for t in tokens} for n in names}
+    # The rules choose one backend for every token count; the plan is kept per token count so a
+    # reader (and the plot) never has to assume that.
+    chosen = {str(t): report.chosen for t in tokens}
+    medians = {key: statistics.median(values) for key, values in ms.items()}
+    fastest = {str(t): min((medians[(n, t)], i, n) for i, n in enumerate(names))[2] for t in tokens}
+    if device.type == "cuda":
+        device_name = torch.cuda.get_device_name(device)
+    elif device.type == "xpu":
+        device_name = torch.xpu.get_device_name(device)
+    else:
+        device_name = report.platform.device_name or pyplatform.processor()
+    versions = {dist: version for dist, version, _ in installed_versions()}
+    versions.update({"python": pyplatform.python_version(), "torch": torch.__version__})
+    versions.update({lib: v for lib, v in report.platform.libraries.items() if lib not in versions})
+    d = report.to_dict()
+    return {
+        "model": args.model or args.hf_config, "config": d["config"], "platform": d["platform"],
+        "backend": report.chosen, "chosen": chosen, "fastest": fastest,
+        "device": str(device), "device_name": device_name, "threads": torch.get_num_threads(),
+        "versions": versions, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "dtype": dtype_name(config.dtype), "repetitions": args.reps, "interleaved": True,
+        "ms": {n: {t: s["median"] for t, s in per.items()} for n, per in stats.items()},
+        "stats": stats,
+    }
+
+
+def _bench_table(payload: dict[str, Any]) -> list[str]:
+    chosen = payload["backend"]
+    lines = [f"{payload['model']} {payload['config']['quant']} on {payload['device']} ({payload['device_name']}), "
+             f"{payload['repetitions']} interleaved repetitions; moe-oracle chooses {chosen or 'none'} (*)",
+             f"{'tokens':>7}  {'backend':<20} {'median ms':>10} {'min ms':>10} {'max ms':>10} {'calls':>6}"]
+    for t, fastest in payload["fastest"].items():
+        for name, per in payload["stats"].items():
+            s = per[t]
+            mark = " *" if name == payload["chosen"][t] else ""
+            lines.append(f"{t:>7}  {name + mark:<20} {s['median']:>10.3f} {s['min']:>10.3f} {s['max']:>10.3f} "
+                         f"{s['calls_per_sample']:>6}" + ("  fastest" if name == fastest else ""))
+    return lines
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from pathlib import Path
+
+    import torch
 
     from moe_oracle import registry
 
@@ -330,26 +547,54 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plot(results: dict[str, dict[int, float]], path: str, title: str) -> None:
-    try:
-        import matplotlib
+PLOT_EXTRA = "pip install 'moe-oracle-core[plot]'"
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+
+def _require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
     except ImportError:
-        raise SystemExit("error: --plot needs matplotlib (pip install matplotlib)") from None
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, series in results.items():
-        xs = sorted(series)
-        ax.plot([max(x, 1) for x in xs], [series[x] * 1e3 for x in xs], marker="o", label=name)
-    ax.set_xscale("log", base=2)
+        raise SystemExit(f"error: --plot needs matplotlib, which is not installed: {PLOT_EXTRA} "
+                         "(or pip install matplotlib)") from None
+
+
+def _plot(payload: dict[str, Any], path: str) -> Any:
+    """Median ms per backend over token counts (bars: min to max over the repetitions), a star on
+    the backend moe-oracle chooses at each token count, tokens labelled as plain numbers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
+
+    tokens = sorted(int(t) for t in payload["chosen"])
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for name, per in payload["stats"].items():
+        med = [per[str(t)]["median"] for t in tokens]
+        low = [m - per[str(t)]["min"] for m, t in zip(med, tokens, strict=True)]
+        high = [per[str(t)]["max"] - m for m, t in zip(med, tokens, strict=True)]
+        ax.errorbar(tokens, med, yerr=[low, high], marker="o", markersize=4, capsize=3, label=name)
+    picked = [(t, payload["stats"][payload["chosen"][str(t)]][str(t)]["median"]) for t in tokens
+              if payload["chosen"][str(t)] in payload["stats"]]
+    if picked:
+        ax.scatter([t for t, _ in picked], [m for _, m in picked], marker="*", s=220, facecolors="none",
+                   edgecolors="black", linewidths=1.2, zorder=5, label="chosen by moe-oracle")
+    if 0 in tokens:
+        ax.set_xscale("symlog", base=2, linthresh=1)
+    else:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(tokens, [str(t) for t in tokens])
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_yscale("log")
-    ax.set_xlabel("tokens")
-    ax.set_ylabel("ms per layer call")
-    ax.set_title(title)
-    ax.legend()
+    ax.set_xlabel("tokens per call")
+    ax.set_ylabel("ms per layer call (median; bars: min to max)")
+    ax.set_title(f"{payload['model']} {payload['config']['quant']} on {payload['device_name'] or payload['device']}, "
+                 f"{payload['date'][:10]}", fontsize=10)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return fig
 
 
 if __name__ == "__main__":

@@ -57,6 +57,20 @@ class RegistryError(MoEOracleError):
     """A backend spec or plugin is invalid (duplicate name, bad field, bad import path)."""
 
 
+class PluginAPIError(RegistryError):
+    """A plugin's spec was written for another plugin API than this core provides."""
+
+    def __init__(self, backend: str, distribution: str, declared: int, supported: int, core_version: str) -> None:
+        self.backend = backend
+        self.distribution = distribution
+        self.declared = declared
+        self.supported = supported
+        super().__init__(
+            f"{distribution}: backend {backend!r} declares plugin API {declared}, but moe-oracle-core "
+            f"{core_version} provides plugin API {supported}; install a release of {distribution} "
+            f"built for plugin API {supported}, or a moe-oracle-core that provides plugin API {declared}")
+
+
 class PriorityCycleError(MoEOracleError):
     """Priority hints contradict each other; ``edges`` lists each (before, after, source, reason)."""
 

@@ -1,20 +1,23 @@
 """The hardware a layer runs on: vendor, device, capability, CPU features, vendor libraries.
 
 ``Platform.detect()`` reads the real machine without initializing CUDA kernels and without
-importing vendor libraries (their versions come from package metadata).
+importing vendor libraries (their versions come from package metadata). It imports torch only
+where torch could see a GPU: not on a CPU build of torch, and not on a Linux machine without GPU
+device nodes, so ``moe-oracle list`` and ``explain`` on a CPU machine never pay torch's import.
 ``Platform.simulate(...)`` builds one for tests and for ``moe-oracle explain --platform``.
 """
 
 from __future__ import annotations
 
 import functools
+import glob
 import os
 import platform as _pyplatform
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import MappingProxyType
-from typing import Any
 
 from moe_oracle.errors import ConfigError
 
@@ -164,9 +167,12 @@ class Platform:
 @functools.cache
 def _detect(libraries: tuple[tuple[str, str], ...], interpreter: bool) -> Platform:
     found = {name: v for name, dist in libraries if (v := _version(dist)) is not None}
+    features = _cpu_features()
+    if not _gpu_possible():
+        return Platform(vendor="cpu", device_name=_cpu_name(), features=features, libraries=found,
+                        triton_interpreter=interpreter)
     import torch
 
-    features = _cpu_features() | _torch_features(torch)
     if getattr(torch.version, "hip", None) and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         arch = getattr(props, "gcnArchName", "").split(":")[0] or None
@@ -184,6 +190,27 @@ def _detect(libraries: tuple[tuple[str, str], ...], interpreter: bool) -> Platfo
                     triton_interpreter=interpreter)
 
 
+# Device nodes a GPU driver creates on Linux: NVIDIA (WSL: dxg), AMD's KFD, Intel's DRM render nodes.
+_GPU_DEVICE_GLOBS = ("/dev/nvidiactl", "/dev/nvidia[0-9]*", "/dev/dxg", "/dev/kfd", "/dev/dri/renderD*")
+
+
+def _gpu_possible() -> bool:
+    """Whether torch could report a GPU here; ``False`` answers "cpu" without importing torch.
+
+    An imported torch is asked directly (that costs nothing more). Otherwise no GPU is possible
+    with a CPU build of torch (local version ``+cpu``), on macOS (no vendor of ours), or on Linux
+    without any GPU device node; anything else imports torch and asks it.
+    """
+    if "torch" in sys.modules:
+        return True
+    version = _version("torch")
+    if version is None or version.partition("+")[2].startswith("cpu") or sys.platform == "darwin":
+        return False
+    if sys.platform.startswith("linux"):
+        return any(glob.glob(pattern) for pattern in _GPU_DEVICE_GLOBS)
+    return True
+
+
 def _version(distribution: str) -> str | None:
     try:
         return metadata.version(distribution)
@@ -197,8 +224,11 @@ _CPU_FLAGS = {"avx2": "avx2", "fma": "fma", "f16c": "f16c", "avx512f": "avx512",
               "avx512_vnni": "avx512_vnni", "avx_ne_convert": "avx_ne_convert", "amx_tile": "amx",
               "amx_bf16": "amx_bf16", "amx_int8": "amx_int8",
               "asimd": "neon", "sve": "sve", "bf16": "arm_bf16"}
-# Set where torch's oneDNN has bf16 GEMMs on this CPU (its bf16 weight packing raises elsewhere).
+# Set where torch's oneDNN has bf16 GEMMs on this CPU; elsewhere its bf16 weight packing raises
+# ("bf16 path needs the cpu support avx_ne_convert or avx512bw, avx512vl and avx512dq"), and on Arm
+# it needs the bf16 extension. Derived from the flags, so detection needs no torch.
 ONEDNN_BF16 = "onednn_bf16"
+_ONEDNN_BF16_NEEDS = ({"avx_ne_convert"}, {"avx512bw", "avx512vl", "avx512dq"}, {"arm_bf16"})
 
 
 def _cpu_features() -> frozenset[str]:
@@ -218,22 +248,13 @@ def _cpu_features() -> frozenset[str]:
     except OSError:
         pass
     features = {name for flag, name in _CPU_FLAGS.items() if flag in flags}
+    if any(needs <= features for needs in _ONEDNN_BF16_NEEDS):
+        features.add(ONEDNN_BF16)
     if vendor == "AuthenticAMD":
         features.add("amd")
     elif vendor == "GenuineIntel":
         features.add("intel")
     return frozenset(features)
-
-
-def _torch_features(torch: Any) -> frozenset[str]:
-    """CPU capabilities only torch can tell: oneDNN's bf16 GEMMs (AVX-512 BW/VL/DQ or AVX-NE-CONVERT
-    on x86, bf16 on Arm, as oneDNN decides)."""
-    mkldnn = getattr(torch.backends, "mkldnn", None)
-    try:
-        bf16 = bool(mkldnn and mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        bf16 = False
-    return frozenset({ONEDNN_BF16}) if bf16 else frozenset()
 
 
 def _cpu_name() -> str:

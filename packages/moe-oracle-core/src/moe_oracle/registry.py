@@ -17,8 +17,9 @@ from dataclasses import dataclass, replace
 from importlib import metadata
 from types import MappingProxyType
 
-from moe_oracle.errors import RegistryError
+from moe_oracle.errors import PluginAPIError, RegistryError
 from moe_oracle.spec import BackendSpec, PriorityHint
+from moe_oracle.version import PLUGIN_API_VERSION, __version__
 
 ENTRY_POINT_GROUP = "moe_oracle.backends"
 CORE_DISTRIBUTION = "moe-oracle-core"
@@ -64,6 +65,7 @@ class Registry:
         hints: list[PriorityHint] = []
         for item in items:
             if isinstance(item, BackendSpec):
+                check_plugin_api(item, source)
                 if item.name in self._specs or any(s.name == item.name for s in specs):
                     owner = self._specs[item.name].distribution if item.name in self._specs else source
                     raise RegistryError(f"backend name {item.name!r} registered twice: by {owner} and by {source}")
@@ -130,6 +132,16 @@ class Registry:
             self._libraries = MappingProxyType(
                 {lib: dist for s in self._specs.values() for lib, dist in s.libraries.items()})
         return self._libraries
+
+
+def check_plugin_api(spec: BackendSpec, source: str) -> None:
+    """Refuse a spec that declares a plugin API other than this core's ``PLUGIN_API_VERSION``.
+
+    Raised inside ``register_all``, so for an entry point the whole plugin is recorded in
+    ``failures`` with both numbers and skipped. A spec that declares none (``None``) is accepted.
+    """
+    if spec.plugin_api is not None and spec.plugin_api != PLUGIN_API_VERSION:
+        raise PluginAPIError(spec.name, spec.distribution or source, spec.plugin_api, PLUGIN_API_VERSION, __version__)
 
 
 _lock = threading.Lock()

@@ -78,7 +78,9 @@ class BackendSpec:
     """One registered backend. ``supports(config, platform)`` runs its checks in a fixed order:
     vendor, activation format, scheme, activation, vendor libraries, then ``checks``.
     ``environment`` names the variables those checks read: their values join the selection cache
-    key, so flipping one mid-process is never answered from the cache."""
+    key, so flipping one mid-process is never answered from the cache. ``plugin_api`` is the
+    ``moe_oracle.PLUGIN_API_VERSION`` the providing package was written against, as a literal;
+    the registry refuses a spec whose number differs from this core's (``None``: not declared)."""
 
     name: str
     experts: str
@@ -94,6 +96,7 @@ class BackendSpec:
     environment: tuple[str, ...] = ()
     distribution: str = ""
     description: str = ""
+    plugin_api: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("vendors", "schemes", "activations"):
@@ -122,6 +125,9 @@ class BackendSpec:
         for label, path in (("experts", self.experts), ("converter", self.converter)):
             if path is not None and not _PATH_RE.match(path):
                 raise RegistryError(f"{where}: {label} must be a 'module:attribute' path, got {path!r}")
+        if self.plugin_api is not None and (type(self.plugin_api) is not int or self.plugin_api < 1):
+            raise RegistryError(f"{where}: plugin_api must be a positive int (the moe_oracle.PLUGIN_API_VERSION "
+                                f"the package was written against) or None, got {self.plugin_api!r}")
         for hint in self.hints:
             if not isinstance(hint, PriorityHint):
                 raise RegistryError(f"{where}: hints must be PriorityHint, got {type(hint).__name__}")

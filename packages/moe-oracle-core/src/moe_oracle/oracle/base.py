@@ -8,6 +8,7 @@ here, once.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import os
@@ -166,6 +167,8 @@ class MoEKernelOracle:
             rows.append(CandidateReport(spec.name, spec.distribution, r.rank, status, reason, hints))
         report = SelectionReport(type(self).__name__, config, platform, tuple(rows),
                                  chosen.name if chosen else None, overrides, tuple(reg.failures), others)
+        if chosen is None:
+            report = dataclasses.replace(report, none_reason=_none_reason(report, reg))
         return report, chosen
 
     # Weights, quant config, kernel ------------------------------------------------------
@@ -234,6 +237,26 @@ def _name(backend: str | enum.Enum | Selection) -> str:
     if isinstance(backend, enum.Enum):
         return str(backend.value)
     return backend
+
+
+def _none_reason(report: SelectionReport, reg: Registry) -> str:
+    """Why nothing was chosen, in one line: what ``select_backend`` would raise, said briefly."""
+    forced = report.overrides.backend
+    if forced is not None:
+        usable = [c.name for c in report.candidates if c.status == USABLE]
+        return str(UnsupportedBackendError(forced, [_forced_reason(report, forced, reg)], usable))
+    if not report.candidates:
+        return (f"no registered backend serves {report.config.scheme.name} on {report.platform.vendor}"
+                + (f"; other vendors' backends: {', '.join(n for n, _ in report.other_vendors)}"
+                   if report.other_vendors else ""))
+    parts = []
+    rejected = [c.name for c in report.candidates if c.status == REJECTED]
+    excluded = [c.name for c in report.candidates if c.status == EXCLUDED]
+    if rejected:
+        parts.append(f"{len(rejected)} rejected ({', '.join(rejected)})")
+    if excluded:
+        parts.append(f"{len(excluded)} excluded by {report.overrides.source('exclude')} ({', '.join(excluded)})")
+    return "no candidate fits: " + ", ".join(parts) + "; each one's reason is in its row"
 
 
 def _forced_reason(report: SelectionReport, forced: str, reg: Registry) -> str:

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from moe_oracle._table import WIDTH, format_table, wrap
 from moe_oracle.config.moe import dtype_name
 
 if TYPE_CHECKING:
@@ -42,7 +43,12 @@ class CandidateReport:
 
 @dataclass(frozen=True)
 class SelectionReport:
-    """What ``explain`` returns: candidates in merged order, the winner, overrides, plugin failures."""
+    """What ``explain`` returns: candidates in merged order, the winner, overrides, plugin failures.
+
+    ``none_reason`` says, when ``chosen`` is None, why: the forced backend's reason and who could
+    serve instead (as ``UnsupportedBackendError`` says it), or which candidates were rejected and
+    which excluded. ``str()`` is ``render()``: a table that fits 100 columns.
+    """
 
     oracle: str
     config: MoEConfig
@@ -52,6 +58,7 @@ class SelectionReport:
     overrides: Overrides
     plugin_failures: tuple[PluginFailure, ...] = ()
     other_vendors: tuple[tuple[str, str], ...] = field(default=())
+    none_reason: str = ""
 
     def candidate(self, name: str) -> CandidateReport:
         for c in self.candidates:
@@ -82,6 +89,7 @@ class SelectionReport:
                 "triton_interpreter": self.platform.triton_interpreter,
             },
             "chosen": self.chosen,
+            "none_reason": self.none_reason,
             "overrides": {"backend": self.overrides.backend, "exclude": list(self.overrides.exclude),
                           "prefer": list(self.overrides.prefer), "origin": dict(self.overrides.origin)},
             "candidates": [
@@ -96,13 +104,17 @@ class SelectionReport:
         }
 
     def __str__(self) -> str:
+        return self.render()
+
+    def render(self, width: int | None = WIDTH) -> str:
+        """The report as text; lines of the table wrap to ``width`` (None: one line per row and hint)."""
         cfg = self.config
         lines = [
             f"{self.oracle} for E={cfg.num_experts} top_k={cfg.top_k} H={cfg.hidden_size} "
             f"I={cfg.intermediate_size} {cfg.activation} {dtype_name(cfg.dtype)} quant={cfg.scheme.name}"
             f"{' bias' if cfg.has_bias else ''} tp={cfg.parallel.tp_size} dp={cfg.parallel.dp_size} "
             f"ep={cfg.parallel.ep_size} all2all={cfg.parallel.all2all}",
-            f"platform: {self.platform.describe()}",
+            *wrap(f"platform: {self.platform.describe()}", width, subsequent="  "),
         ]
         for what in ("backend", "exclude", "prefer"):
             if self.overrides.source(what):
@@ -110,16 +122,18 @@ class SelectionReport:
                 lines.append(f"override {what}: {value if isinstance(value, str) else ','.join(value)}"
                              f" (from {self.overrides.source(what)})")
         rows = [("#", "backend", "package", "rank", "status", "reason / priority hints")]
+        notes: list[list[str]] = [[]]
         for i, c in enumerate(self.candidates, 1):
             rows.append((str(i), c.name, c.distribution, str(c.rank), c.status, c.reason or "-"))
-            for h in c.hints:
-                rows.append(("", "", "", "", "", f"  hint: {h}"))
-        widths = [max(len(r[i]) for r in rows) for i in range(5)]
-        for r in rows:
-            lines.append("  ".join(r[i].ljust(widths[i]) for i in range(5)) + "  " + r[5])
-        lines.append(f"chosen: {self.chosen or 'none'}")
+            notes.append([f"hint: {h}" for h in c.hints])
+        # Wide: hints under the reason column, as rows; narrow: under the backend name, full width.
+        lines += format_table(rows, width=width, notes=notes, note_indent=None if width is None else 3,
+                              note_hang=len("hint: "))
+        chosen = self.chosen or (f"none ({self.none_reason})" if self.none_reason else "none")
+        lines += wrap(f"chosen: {chosen}", width, subsequent="  ")
         if self.other_vendors:
-            lines.append("other vendors' backends: " + ", ".join(f"{n} ({v})" for n, v in self.other_vendors))
+            lines += wrap("other vendors' backends: " + ", ".join(f"{n} ({v})" for n, v in self.other_vendors),
+                          width, subsequent="  ")
         for f in self.plugin_failures:
             lines.append(f"plugin failed to load: {f}")
         return "\n".join(lines)

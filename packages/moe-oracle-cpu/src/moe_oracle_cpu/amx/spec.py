@@ -6,6 +6,7 @@ from moe_oracle.config.moe import MoEConfig
 from moe_oracle.platform import Platform
 from moe_oracle.spec import BackendSpec
 from moe_oracle.support import Check, Condition, Support, no_bias
+from moe_oracle_cpu.version import PLUGIN_API
 
 BACKEND = "cpu_amx"
 AMX_RANK = 10
@@ -62,6 +63,7 @@ AMX_SPEC = BackendSpec(
     experts="moe_oracle_cpu.amx.experts:AmxExperts",
     converter="moe_oracle_cpu.amx.converter:convert",
     vendors=frozenset({"cpu"}),
+    plugin_api=PLUGIN_API,
     schemes=frozenset({"bf16"}),
     activations=frozenset({"silu"}),
     rank=AMX_RANK,

@@ -8,6 +8,7 @@ from moe_oracle.config.quant import SCHEME_NAMES
 from moe_oracle.platform import Platform
 from moe_oracle.spec import BackendSpec, PriorityHint
 from moe_oracle.support import Check, Condition, Support
+from moe_oracle_cpu.version import PLUGIN_API
 
 BACKEND = "cpu_grouped"
 ONEDNN_BF16 = "onednn_bf16"
@@ -56,6 +57,7 @@ GROUPED_SPEC = BackendSpec(
     experts="moe_oracle_cpu.grouped.experts:GroupedExperts",
     converter="moe_oracle_cpu.grouped.converter:convert",
     vendors=frozenset({"cpu"}),
+    plugin_api=PLUGIN_API,
     schemes=frozenset(SCHEME_NAMES),
     activations=frozenset(ACTIVATIONS),
     rank=GROUPED_RANK,

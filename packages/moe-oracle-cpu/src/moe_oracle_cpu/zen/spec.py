@@ -8,6 +8,7 @@ from moe_oracle.config.moe import GPT_OSS_SWIGLU_ALPHA, GPT_OSS_SWIGLU_LIMIT, Mo
 from moe_oracle.platform import Platform
 from moe_oracle.spec import BackendSpec
 from moe_oracle.support import Check, Support
+from moe_oracle_cpu.version import PLUGIN_API
 
 BACKEND = "cpu_zentorch"
 ZENTORCH_RANK = 20
@@ -66,6 +67,7 @@ ZENTORCH_SPEC = BackendSpec(
     experts="moe_oracle_cpu.zen.experts:ZentorchExperts",
     converter="moe_oracle_cpu.zen.converter:convert",
     vendors=frozenset({"cpu"}),
+    plugin_api=PLUGIN_API,
     schemes=frozenset({"bf16", "fp32"}),
     activations=frozenset({"silu", "gelu", "swigluoai"}),
     rank=ZENTORCH_RANK,

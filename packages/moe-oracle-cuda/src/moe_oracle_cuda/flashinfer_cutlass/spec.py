@@ -21,6 +21,7 @@ from moe_oracle_cuda.checks import (
     multiple_of,
     no_router_weight_on_input,
 )
+from moe_oracle_cuda.version import PLUGIN_API
 
 CUTLASS_RANK = 20
 ANY_ARCH = (SM90, SM10X, SM12X)
@@ -40,6 +41,7 @@ CLAMP_SCHEMES = frozenset({"bf16", "fp16", "fp8_tensor_static", "mxfp4", "mxfp4_
 
 FLASHINFER_CUTLASS_SPEC = BackendSpec(
     name="flashinfer_cutlass",
+    plugin_api=PLUGIN_API,
     experts="moe_oracle_cuda.flashinfer_cutlass.experts:FlashInferCutlassExperts",
     converter="moe_oracle_cuda.flashinfer_cutlass.converter:convert",
     vendors=frozenset({"cuda"}),

@@ -21,6 +21,7 @@ from moe_oracle_cuda.checks import (
     no_router_weight_on_input,
 )
 from moe_oracle_cuda.flashinfer_trtllm.routing import uses_routed_kernel
+from moe_oracle_cuda.version import PLUGIN_API
 
 if TYPE_CHECKING:
     from moe_oracle.config.moe import MoEConfig
@@ -49,6 +50,7 @@ def _router(config: MoEConfig, platform: Platform) -> Support:
 
 FLASHINFER_TRTLLM_SPEC = BackendSpec(
     name="flashinfer_trtllm",
+    plugin_api=PLUGIN_API,
     experts="moe_oracle_cuda.flashinfer_trtllm.experts:FlashInferTrtllmExperts",
     converter="moe_oracle_cuda.flashinfer_trtllm.converter:convert",
     vendors=frozenset({"cuda"}),

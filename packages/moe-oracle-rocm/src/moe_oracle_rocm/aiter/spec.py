@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from moe_oracle.config.moe import GPT_OSS_SWIGLU_ALPHA, GPT_OSS_SWIGLU_LIMIT, dtype_name
 from moe_oracle.spec import BackendSpec
 from moe_oracle.support import Check, Support, check
+from moe_oracle_rocm.version import PLUGIN_API
 
 if TYPE_CHECKING:
     from moe_oracle.config.moe import MoEConfig
@@ -125,6 +126,7 @@ CHECKS = (
 
 AITER_SPEC = BackendSpec(
     name="aiter",
+    plugin_api=PLUGIN_API,
     experts="moe_oracle_rocm.aiter.experts:AiterExperts",
     converter="moe_oracle_rocm.aiter.converter:convert",
     vendors=frozenset({"rocm"}),

@@ -2,7 +2,8 @@
 
 Which torch counts: ``platform.libraries["torch"]`` when the platform names one (simulate it with
 ``--platform xpu,intel_extension_for_pytorch=2.8.10,torch=2.8.0``), otherwise the torch of this
-process (``torch.__version__``), since that is the torch IPEX would be imported next to. IPEX
+process (``torch.__version__`` once torch is imported, else its package metadata, so that
+``moe-oracle list`` never imports torch), since that is the torch IPEX would be imported next to. IPEX
 refuses to import unless torch's major.minor equals its own, and 2.8 is its last release.
 
 ``GatedMLPMOE`` routes inside (softmax top-k, or grouped top-k with softmax or sigmoid scores),
@@ -13,13 +14,14 @@ gated silu without biases or clamping.
 
 from __future__ import annotations
 
+import sys
+from importlib import metadata
 from typing import TYPE_CHECKING
-
-import torch
 
 from moe_oracle.config.moe import dtype_name
 from moe_oracle.spec import BackendSpec
 from moe_oracle.support import Check, Support, check
+from moe_oracle_xpu.version import PLUGIN_API
 from moe_oracle_xpu.versions import release, show
 
 if TYPE_CHECKING:
@@ -33,7 +35,15 @@ IPEX_LAST = (2, 8)
 
 def torch_version(platform: Platform) -> str:
     """The torch version IPEX would meet: the platform's ``torch`` entry, else this process's."""
-    return platform.libraries.get("torch") or torch.__version__
+    if platform.libraries.get("torch"):
+        return platform.libraries["torch"]
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return str(torch.__version__)
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
 
 
 def _torch_matches(config: MoEConfig, platform: Platform) -> Support:
@@ -78,6 +88,7 @@ CHECKS = (
 
 XPU_IPEX_SPEC = BackendSpec(
     name="xpu_ipex",
+    plugin_api=PLUGIN_API,
     experts="moe_oracle_xpu.ipex.experts:IpexExperts",
     converter="moe_oracle_xpu.ipex.converter:convert",
     vendors=frozenset({"xpu"}),

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from moe_oracle.config.moe import GPT_OSS_SWIGLU_ALPHA, GPT_OSS_SWIGLU_LIMIT, dtype_name
 from moe_oracle.spec import BackendSpec
 from moe_oracle.support import Check, Support, check
+from moe_oracle_xpu.version import PLUGIN_API
 from moe_oracle_xpu.versions import release, show
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ CHECKS = (
 
 XPU_SPEC = BackendSpec(
     name="xpu",
+    plugin_api=PLUGIN_API,
     experts="moe_oracle_xpu.xpu.experts:XpuExperts",
     converter="moe_oracle_xpu.xpu.converter:convert",
     vendors=frozenset({"xpu"}),
