@@ -78,6 +78,8 @@ class GroupedExperts(ExpertsModular):
         self.dtype = compute_dtype(config, features)
         self.build = layout_build(weights)
         self.packed = weights.layout == PACKED_LAYOUT
+        # The vector builds read fp32 activations (a bf16 layer's are converted once per forward).
+        self.native_dtype = self.dtype if self.build == "avx512" else torch.float32
         if self.build:
             native.load(self.build)  # built by the converter already; raises NativeError if it vanished
         elif self.packed and "w2" not in weights.extras:
@@ -117,7 +119,7 @@ class GroupedExperts(ExpertsModular):
             x = x * topk_weights.to(self.dtype)                                  # [T, H] * [T, 1]
         x = _quantized(config, self.quant_config.a13, x, self.dtype)             # [T, H]
         if use_native:
-            native_out = self._apply_native(x.contiguous(), topk_weights, topk_ids, expert_map)
+            native_out = self._apply_native(x.to(self.native_dtype).contiguous(), topk_weights, topk_ids, expert_map)
             if native_out is None:  # an id out of range: the full check names it
                 check_inputs(config, hidden, topk_weights, topk_ids, expert_map, expert_num_tokens)
                 raise AssertionError("the native sort refused ids that check_inputs accepts")
@@ -160,7 +162,7 @@ class GroupedExperts(ExpertsModular):
              else self.b13.float().index_select(0, _row_experts(spans)))         # [R, N]
         native.expert_gemm(x, extras["w13_panels"], spans, h, rows_in=rows.token)
         a = activate_(config, h)                                                 # [R, I] view of h
-        a = _quantized(config, self.quant_config.a2, a, self.dtype).to(self.dtype)  # row stride N if fp32
+        a = _quantized(config, self.quant_config.a2, a, self.dtype).to(self.native_dtype)  # row stride N if fp32
         weight = None if config.apply_router_weight_on_input else rows.weight     # [R]
         native.expert_gemm(a, extras["w2_panels"], spans, out, rows_out=rows.token, scale=weight)
         if self.b2 is not None:

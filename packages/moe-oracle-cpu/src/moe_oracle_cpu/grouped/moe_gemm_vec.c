@@ -35,7 +35,7 @@
 #define MR 6
 #define CW (2 * VL)
 #define KB 64
-#define CH 24
+#define CH 48
 #define DIRECT_ROWS 2 /* up to this many rows per expert, weights are widened in registers (direct_row) */
 #define PANEL_COST 8.0
 #include "moe_common.h"
@@ -64,13 +64,6 @@ INLINE vf loadv(const float* p) { vf v; memcpy(&v, p, sizeof v); return v; }
 INLINE void storev(float* p, vf v) { memcpy(p, &v, sizeof v); }
 INLINE vf splat(float x) { return (vf){0} + x; }
 INLINE vf select_v(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
-
-INLINE float bf16_to_f32(bf16 h) {
-  uint32_t u = (uint32_t)h << 16;
-  float f;
-  memcpy(&f, &u, 4);
-  return f;
-}
 
 /* Round to nearest even; NaN stays NaN. */
 INLINE bf16 f32_to_bf16(float f) {
@@ -244,11 +237,10 @@ INLINE void tile_rows(float* h, const float* const* xr, const float* w, int kn, 
 /* Rows [start, end) of one expert against panel `panel_index` (= expert * panels + b): the sums over all
  * of K, then the epilogue. act == NULL: out[o(r)][0..63] += scale[r] * sums (out already offset to the
  * panel's columns). Else (gate/up panel): act[r][0..31] = silu(gate) * up (act offset to 32 b). */
-static void panel_rows(const void* x, int x_bf16, long ldx, const int64_t* rows_in, const weights_t* W,
+static void panel_rows(const float* x, long ldx, const int64_t* rows_in, const weights_t* W,
                        size_t panel_index, int K, int start, int end, float* out, long ldo,
                        const int64_t* rows_out, const float* scale, float* act, long lda) {
   float wb[KB * NB] __attribute__((aligned(64)));
-  float xb[CH * KB] __attribute__((aligned(64)));
   float h[CH * NB] __attribute__((aligned(64)));
   panel_t p = panel_at(W, panel_index, K);
   for (int r0 = start; r0 < end; r0 += CH) {
@@ -256,16 +248,7 @@ static void panel_rows(const void* x, int x_bf16, long ldx, const int64_t* rows_
     for (int k0 = 0; k0 < K; k0 += KB) {
       int kn = K - k0 < KB ? K - k0 : KB;
       const float* xr[CH];
-      for (int m = 0; m < rows; m++) {
-        long row = rows_in ? rows_in[r0 + m] : r0 + m;
-        if (x_bf16) {
-          const bf16* src = (const bf16*)x + row * ldx + k0;
-          for (int k = 0; k < kn; k++) xb[m * KB + k] = bf16_to_f32(src[k]);
-          xr[m] = xb + m * KB;
-        } else {
-          xr[m] = (const float*)x + row * ldx + k0;
-        }
-      }
+      for (int m = 0; m < rows; m++) xr[m] = x + (rows_in ? rows_in[r0 + m] : r0 + m) * ldx + k0;
       if (rows <= DIRECT_ROWS) {
         for (int m = 0; m < rows; m++) direct_row(h + m * NB, xr[m], W, p, k0, kn, k0 == 0);
         continue;
@@ -288,10 +271,10 @@ static void panel_rows(const void* x, int x_bf16, long ldx, const int64_t* rows_
 }
 
 /* out[o(r), n] += scale[r] * sum_k x_r[k] W_e[n, k] for every row r of every span (expert, start, end);
- * x [*, K] fp32 or bf16 (x_bf16) with row stride ldx, read through rows_in when given; out fp32. With
+ * x [*, K] fp32 with row stride ldx, read through rows_in when given; out fp32. With
  * rows_out (a scatter into token rows), each thread owns a range of panels, so every element has one
  * writer; otherwise the (span, panel) tasks are split by cost. */
-void moe_vec_gemm(const void* x, int x_bf16, long ldx, const int64_t* rows_in, const weights_t* W, int N, int K,
+void moe_vec_gemm(const float* x, long ldx, const int64_t* rows_in, const weights_t* W, int N, int K,
                   const int64_t* spans, int nspans, float* out, long ldo, const int64_t* rows_out,
                   const float* scale, int nthreads) {
   int panels = N / NB;
@@ -302,12 +285,12 @@ void moe_vec_gemm(const void* x, int x_bf16, long ldx, const int64_t* rows_in, c
       int first = panels * part / parts, last = panels * (part + 1) / parts;
       for (int s = 0; s < nspans; s++)
         for (int b = first; b < last; b++)
-          panel_rows(x, x_bf16, ldx, rows_in, W, (size_t)spans[3 * s] * panels + b, K, ARGS_SPAN(s), out + b * NB,
+          panel_rows(x, ldx, rows_in, W, (size_t)spans[3 * s] * panels + b, K, ARGS_SPAN(s), out + b * NB,
                      ldo, rows_out, scale, NULL, 0);
     }
   } else {
 #pragma omp parallel num_threads(nthreads)
-    FOR_MY_TASKS(panel_rows(x, x_bf16, ldx, rows_in, W, (size_t)spans[3 * s] * panels + b, K, ARGS_SPAN(s),
+    FOR_MY_TASKS(panel_rows(x, ldx, rows_in, W, (size_t)spans[3 * s] * panels + b, K, ARGS_SPAN(s),
                             out + b * NB, ldo, NULL, scale, NULL, 0))
   }
 }
@@ -316,9 +299,9 @@ void moe_vec_gemm(const void* x, int x_bf16, long ldx, const int64_t* rows_in, c
  * sort the pairs, GEMM1 over gate/up panels with the silu epilogue into act [R, I] fp32, barrier, then
  * each thread owns a range of output panels: zeroes its columns of sums [T, H] fp32, adds GEMM2 rows
  * scaled by their router weight (unless weighted == 0), and writes its columns of out [T, H] (bf16 when
- * out_bf16, else out is sums). x [T, H] fp32 or bf16. iwork: int64 [4 n_local + pairs]; weight: float [pairs].
+ * out_bf16, else out is sums). x [T, H] fp32 (bf16 layers convert it once, not once per panel). iwork: int64 [4 n_local + pairs]; weight: float [pairs].
  * Returns the number of experts with rows, or -1 if an id is out of range (nothing written to out). */
-long moe_vec_forward_silu(const void* x, int x_bf16, long tokens, int H, int I, const void* ids, int ids_are_64,
+long moe_vec_forward_silu(const float* x, long tokens, int H, int I, const void* ids, int ids_are_64,
                           const float* topk_weights, int top_k, const int64_t* expert_map, long map_size,
                           int n_local, const weights_t* w13, const weights_t* w2, int weighted, int64_t* iwork,
                           float* weight, float* act, float* sums, void* out, int out_bf16, int nthreads) {
@@ -334,7 +317,7 @@ long moe_vec_forward_silu(const void* x, int x_bf16, long tokens, int H, int I, 
   {
     {
       int panels = 2 * I / NB;
-      FOR_MY_TASKS(panel_rows(x, x_bf16, H, token, w13, (size_t)spans[3 * s] * panels + b, H, ARGS_SPAN(s), NULL,
+      FOR_MY_TASKS(panel_rows(x, H, token, w13, (size_t)spans[3 * s] * panels + b, H, ARGS_SPAN(s), NULL,
                               0, NULL, NULL, act + b * (NB / 2), I))
     }
     int panels = H / NB, parts = omp_get_num_threads(), part = omp_get_thread_num();
@@ -343,7 +326,7 @@ long moe_vec_forward_silu(const void* x, int x_bf16, long tokens, int H, int I, 
 #pragma omp barrier
     for (int s = 0; s < nspans; s++)
       for (int b = first; b < last; b++)
-        panel_rows(act, 0, I, NULL, w2, (size_t)spans[3 * s] * panels + b, I, ARGS_SPAN(s), sums + b * NB, H, token,
+        panel_rows(act, I, NULL, w2, (size_t)spans[3 * s] * panels + b, I, ARGS_SPAN(s), sums + b * NB, H, token,
                    scale, NULL, 0);
     if (out_bf16)
       for (long t = 0; t < tokens; t++)

@@ -182,8 +182,8 @@ def unsupported(config: MoEConfig, features: frozenset[str]) -> str:
 _SORT = ([_P, _I, _P, _L, _I, _P, _L, _I, _P, _P, _P, _P, ctypes.POINTER(_L)], _L)
 _HAND_GEMM = ([_P, _L, _P, _P, _I, _I, _P, _I, _P, _L, _P, _P, _I], None)
 _HAND_FORWARD = ([_P, _L, _I, _I, _P, _I, _P, _I, _P, _L, _I, _P, _P, _I, _P, _P, _P, _P, _P, _I], _L)
-_VEC_GEMM = ([_P, _I, _L, _P, ctypes.POINTER(_Weights), _I, _I, _P, _I, _P, _L, _P, _P, _I], None)
-_VEC_FORWARD = ([_P, _I, _L, _I, _I, _P, _I, _P, _I, _P, _L, _I, ctypes.POINTER(_Weights),
+_VEC_GEMM = ([_P, _L, _P, ctypes.POINTER(_Weights), _I, _I, _P, _I, _P, _L, _P, _P, _I], None)
+_VEC_FORWARD = ([_P, _L, _I, _I, _P, _I, _P, _I, _P, _L, _I, ctypes.POINTER(_Weights),
                  ctypes.POINTER(_Weights), _I, _P, _P, _P, _P, _P, _I, _I], _L)
 _SYMBOLS = {
     "moe_gemm.c": {"moe_sort_rows": _SORT, "moe_gemm_bf16": _HAND_GEMM, "moe_gemm_f32": _HAND_GEMM,
@@ -397,8 +397,9 @@ def forward_silu(x: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Te
                    torch.get_num_threads())
     else:
         act = torch.empty(pairs, i, dtype=torch.float32)
+        x32 = x.float()                                  # converted once here, not once per panel in C
         found = functions["moe_vec_forward_silu"](
-            x.data_ptr(), x.dtype == torch.bfloat16, tokens, h, i, *routing, ctypes.byref(_weights_t(w13)),
+            x32.data_ptr(), tokens, h, i, *routing, ctypes.byref(_weights_t(w13)),
             ctypes.byref(_weights_t(w2)), weighted, iwork.data_ptr(), weight.data_ptr(), act.data_ptr(),
             sums.data_ptr(), out.data_ptr(), x.dtype == torch.bfloat16, torch.get_num_threads())
     return None if found < 0 else out
@@ -408,8 +409,8 @@ def expert_gemm(x: torch.Tensor, w: Panels, spans: torch.Tensor, out: torch.Tens
                 rows_in: torch.Tensor | None = None, rows_out: torch.Tensor | None = None,
                 scale: torch.Tensor | None = None) -> None:
     """``out[rows_out[r] or r] += scale[r] * x[rows_in[r] or r] @ W_e^T`` for every row r of every span
-    ``(e, start, end)`` of ``spans`` ``[S, 3]`` int64. ``x`` ``[*, K]`` bf16/fp32 with unit column
-    stride (the panels' dtype for the ``avx512`` build); ``out`` float32 ``[*, N]`` contiguous;
+    ``(e, start, end)`` of ``spans`` ``[S, 3]`` int64. ``x`` ``[*, K]`` with unit column stride: the
+    panels' dtype for the ``avx512`` build, fp32 for the vector builds; ``out`` float32 ``[*, N]`` contiguous;
     ``rows_in``/``rows_out`` ``[R]`` int64; ``scale`` ``[R]`` float32. Runs on ``torch.get_num_threads()``
     threads."""
     _check(x, w, spans, rows_in)
@@ -425,7 +426,7 @@ def expert_gemm(x: torch.Tensor, w: Panels, spans: torch.Tensor, out: torch.Tens
         fn = functions["moe_gemm_bf16" if x.dtype == torch.bfloat16 else "moe_gemm_f32"]
         fn(x.data_ptr(), x.stride(0), *rows, w.codes.data_ptr(), *tail)
     else:
-        functions["moe_vec_gemm"](x.data_ptr(), x.dtype == torch.bfloat16, x.stride(0), *rows,
+        functions["moe_vec_gemm"](x.data_ptr(), x.stride(0), *rows,
                                   ctypes.byref(_weights_t(w)), *tail)
 
 
@@ -445,7 +446,7 @@ def _routing(topk_weights: torch.Tensor, topk_ids: torch.Tensor,
 def _check(x: torch.Tensor, w: Panels, spans: torch.Tensor, rows_in: torch.Tensor | None) -> None:
     """The kernels' pointer contract (callers are this package's experts; a breach is a bug there)."""
     assert x.stride(1) == 1 and x.dtype in (torch.bfloat16, torch.float32) and w.codes.is_contiguous()
-    assert w.build != "avx512" or x.dtype == w.codes.dtype
+    assert x.dtype == (w.codes.dtype if w.build == "avx512" else torch.float32)
     assert spans.dtype == torch.int64 and spans.is_contiguous() and spans.shape[1:] == (3,)
     assert rows_in is None or (rows_in.dtype == torch.int64 and rows_in.is_contiguous())
 
