@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, ClassVar
 
 from moe_oracle.config.quant import SCHEME_NAMES, QuantScheme
-from moe_oracle.errors import NoBackendError, UnknownBackendError, UnsupportedBackendError
+from moe_oracle.errors import ConfigError, NoBackendError, UnknownBackendError, UnsupportedBackendError
 from moe_oracle.kernel.modular import FusedMoEKernel, LocalPrepareFinalize, PrepareFinalize
 from moe_oracle.kernel.quant_config import QuantConfig, QuantDesc
 from moe_oracle.kernel.weights import CanonicalWeights, KernelWeights, canonical_kernel_weights
@@ -119,8 +119,12 @@ class MoEKernelOracle:
                   exclude: str | Iterable[str] | None,
                   prefer: str | Iterable[str] | None) -> tuple[SelectionReport, BackendSpec | None]:
         reg = self.registry
+        _check_config(config)
         if platform is None:
             platform = default_platform(reg)
+        elif not isinstance(platform, Platform):
+            raise ConfigError("platform", f"expected a moe_oracle.Platform or None (e.g. Platform.simulate"
+                              f"({str(platform)!r}) or Platform.parse(...)), got {type(platform).__name__}")
         overrides = resolve_overrides(backend=backend, exclude=_freeze(exclude), prefer=_freeze(prefer),
                                       known=reg.names())
         key = (config, platform, overrides, reg.generation, _environment(reg))
@@ -214,6 +218,13 @@ class MoEKernelOracle:
         return FusedMoEKernel(prepare_finalize, experts)
 
 
+def _check_config(config: object) -> None:
+    from moe_oracle.config.moe import MoEConfig
+
+    if not isinstance(config, MoEConfig):
+        raise ConfigError("config", f"expected a MoEConfig (e.g. MoEConfig.preset('tiny')), got {type(config).__name__}")
+
+
 def _environment(reg: Registry) -> tuple[str | None, ...]:
     """Values of the environment variables that specs' checks read (``BackendSpec.environment``),
     so that changing one between two selections is never answered from the cache."""
@@ -224,8 +235,12 @@ def default_platform(reg: Registry) -> Platform:
     return Platform.detect(reg.libraries())
 
 
-def _freeze(value: str | Iterable[str] | None) -> str | tuple[str, ...] | None:
-    return value if value is None or isinstance(value, str) else tuple(value)
+def _freeze(value: str | Iterable[str] | None) -> object:
+    """Iterables become tuples (hashable for the cache); anything else is left for
+    ``resolve_overrides`` to reject by name."""
+    if value is None or isinstance(value, (str, bytes, bytearray)) or not isinstance(value, Iterable):
+        return value
+    return tuple(value)
 
 
 def _name(backend: str | enum.Enum | Selection) -> str:
