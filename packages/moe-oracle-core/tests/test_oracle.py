@@ -205,7 +205,8 @@ def test_environment_read_by_checks_joins_the_cache_key(monkeypatch: pytest.Monk
     (dict(prefer=3.5), "prefer= argument",
      "expected backend names (a comma-separated str or an iterable of str), got float"),
     (dict(exclude=["fast", 7]), "exclude= argument", "expected backend names (str), got 7 (int)"),
-    (dict(prefer=b"fast"), "prefer= argument", "got bytes"),
+    (dict(prefer=b"fast"), "prefer= argument",
+     "expected backend names (a comma-separated str or an iterable of str), got bytes"),
 ])
 def test_override_argument_types(oracle: UnquantizedOracle, kwargs: dict[str, object], field: str,
                                  message: str) -> None:
