@@ -25,6 +25,7 @@ from moe_oracle.config import (
 from moe_oracle.errors import (
     ConfigError,
     InputError,
+    KernelOutputError,
     MoEOracleError,
     NoBackendError,
     PriorityCycleError,
@@ -93,7 +94,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ACTIVATIONS", "SCHEME_NAMES", "BackendSpec", "CanonicalWeights", "ConfigError", "Experts",
     "ExpertsModular", "ExpertsMonolithic", "Fp8Oracle", "FusedMoEKernel", "Granularity", "InputError",
-    "Int8Oracle", "KernelAssemblyError", "KernelWeights", "LocalPrepareFinalize", "MoEConfig",
+    "Int8Oracle", "KernelAssemblyError", "KernelOutputError", "KernelWeights", "LocalPrepareFinalize", "MoEConfig",
     "MoEKernelOracle", "MoELayer", "MoEOracleError", "Mxfp4Oracle", "Mxfp8Oracle", "NoBackendError",
     "Nvfp4Oracle", "ParallelConfig", "Platform", "PrepareFinalize", "PrepareResult", "PriorityCycleError",
     "PriorityHint", "QuantConfig", "QuantDesc", "QuantKey", "QuantScheme", "Registry", "RegistryError",

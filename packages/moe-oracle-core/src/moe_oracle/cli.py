@@ -143,6 +143,8 @@ def backend_rows(platform: Platform | None = None) -> list[dict[str, Any]]:
 
 def _usable_here(spec: Any, platform: Platform) -> tuple[bool, str]:
     """Usable if some scheme it claims passes its checks on a small layer on this platform."""
+    from moe_oracle.oracle.base import support_of
+
     first_reason = ""
     order = sorted(spec.schemes, key=lambda s: (s not in ("bf16", "fp16", "fp32"), s))
     for scheme in order:
@@ -153,7 +155,7 @@ def _usable_here(spec: Any, platform: Platform) -> tuple[bool, str]:
                                       if spec.activation_format == "batched" else ParallelConfig())
         except MoEOracleError:
             continue
-        support = spec.supports(config, platform)
+        support = support_of(spec, config, platform)  # a plugin's faulty check is a reason, not a traceback
         if support.ok:
             return True, ""
         first_reason = first_reason or support.reason

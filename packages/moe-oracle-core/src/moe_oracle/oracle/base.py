@@ -11,11 +11,20 @@ from __future__ import annotations
 import enum
 import logging
 import os
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from moe_oracle.config.quant import SCHEME_NAMES, QuantScheme
-from moe_oracle.errors import ConfigError, NoBackendError, UnknownBackendError, UnsupportedBackendError
+from moe_oracle.errors import (
+    ConfigError,
+    MoEOracleError,
+    NoBackendError,
+    RegistryError,
+    UnknownBackendError,
+    UnsupportedBackendError,
+    contained,
+    describe_fault,
+)
 from moe_oracle.kernel.modular import FusedMoEKernel, LocalPrepareFinalize, PrepareFinalize
 from moe_oracle.kernel.quant_config import QuantConfig, QuantDesc
 from moe_oracle.kernel.weights import CanonicalWeights, KernelWeights, canonical_kernel_weights
@@ -33,6 +42,7 @@ from moe_oracle.oracle.report import (
 from moe_oracle.platform import Platform
 from moe_oracle.priority import merge_order
 from moe_oracle.registry import Registry, registry
+from moe_oracle.support import Support
 
 if TYPE_CHECKING:
     from moe_oracle.config.moe import MoEConfig
@@ -40,6 +50,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("moe_oracle")
 _CACHE_LIMIT = 4096
+_T = TypeVar("_T")
 
 
 class MoEKernelOracle:
@@ -159,9 +170,12 @@ class MoEKernelOracle:
                 rows.append(CandidateReport(spec.name, spec.distribution, r.rank, EXCLUDED,
                                             f"excluded by {overrides.source('exclude')}", hints))
                 continue
-            support = spec.supports(config, platform)
-            status = USABLE if support.ok else REJECTED
+            hints += tuple(HintRecord(h.source, "ignored", why) for h, why in r.ignored)
+            support = support_of(spec, config, platform)
             wanted = overrides.backend is None or overrides.backend == spec.name
+            if support.ok and chosen is None and wanted:
+                support = spec.resolve()  # imports its experts and converter: a broken plugin is rejected here
+            status = USABLE if support.ok else REJECTED
             if support.ok and chosen is None and wanted:
                 chosen, status = spec, SELECTED
             reason = support.reason
@@ -180,10 +194,11 @@ class MoEKernelOracle:
         converter = spec.load_converter()
         if converter is None:
             return canonical_kernel_weights(weights, config, backend=spec.name)
-        converted = converter(weights, config)
+        converted = _call_plugin(spec, f"converter {spec.converter}", converter, weights, config)
         if not isinstance(converted, KernelWeights) or converted.backend != spec.name:
-            raise TypeError(f"converter {spec.converter} must return KernelWeights(backend={spec.name!r}), "
-                            f"got {converted!r}")
+            raise RegistryError(f"converter {spec.converter} (from {spec.distribution or '?'}) must return "
+                                f"KernelWeights(backend={spec.name!r}), got {type(converted).__name__}"
+                                + (f" for backend {converted.backend!r}" if isinstance(converted, KernelWeights) else ""))
         return converted
 
     def make_quant_config(self, config: MoEConfig, weights: KernelWeights | CanonicalWeights) -> QuantConfig:
@@ -214,8 +229,38 @@ class MoEKernelOracle:
                     f"all2all={config.parallel.all2all!r}: pass the expert-parallel prepare_finalize to make_kernel; "
                     "moe-oracle ships only the local one today")
             prepare_finalize = LocalPrepareFinalize()
-        experts = spec.load_experts()(weights.config, quant_config, weights)
+        experts = _call_plugin(spec, f"experts {spec.experts}", spec.load_experts(), weights.config, quant_config,
+                               weights)
         return FusedMoEKernel(prepare_finalize, experts)
+
+
+def support_of(spec: BackendSpec, config: MoEConfig, platform: Platform) -> Support:
+    """``spec.supports(config, platform)``, contained: a spec whose ``supports`` raises or answers
+    something that is not a ``Support`` is rejected with that as its reason, naming its distribution."""
+    try:
+        support = spec.supports(config, platform)
+    except BaseException as exc:
+        if not contained(exc):
+            raise
+        return Support.no(f"support check (from {spec.distribution or '?'}) raised {describe_fault(exc)}")
+    if not isinstance(support, Support):
+        return Support.no(f"supports() (from {spec.distribution or '?'}) returned {type(support).__name__}, "
+                          "not a Support")
+    return support
+
+
+def _call_plugin(spec: BackendSpec, what: str, fn: Callable[..., _T], *args: object) -> _T:
+    """Call a plugin's converter or experts constructor; moe-oracle's own errors pass through, anything
+    else it raises (``SystemExit`` included) becomes a ``RegistryError`` naming the distribution."""
+    try:
+        return fn(*args)
+    except MoEOracleError:
+        raise
+    except BaseException as exc:
+        if not contained(exc):
+            raise
+        raise RegistryError(f"backend {spec.name!r} {what} (from {spec.distribution or '?'}) raised "
+                            f"{describe_fault(exc)}") from exc
 
 
 def _check_config(config: object) -> None:
