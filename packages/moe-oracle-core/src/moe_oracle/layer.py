@@ -166,6 +166,10 @@ class MoELayer(torch.nn.Module):
             if lo < 0 or hi >= self.config.num_experts:
                 raise InputError("topk_ids", f"expert ids in [0, {self.config.num_experts})",
                                  f"ids in [{lo}, {hi}]")
+        # Weight values are checked where that costs no device synchronization (CPU tensors).
+        if topk_weights.device.type == "cpu" and topk_weights.numel() and not torch.isfinite(topk_weights).all():
+            bad = (~torch.isfinite(topk_weights)).nonzero()[0].tolist()
+            raise InputError("topk_weights", "finite values", f"NaN or inf (first at index {bad})")
         out = kernel.forward_routed(hidden_states, topk_weights.float(), topk_ids, expert_map=self.expert_map)
         return self._check_output(out, hidden_states)
 
