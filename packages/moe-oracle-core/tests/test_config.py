@@ -114,7 +114,7 @@ NAN, INF = float("nan"), float("inf")
     (dict(renormalize=1), "routing.renormalize", "must be a bool (True or False), got 1"),
     (dict(routed_scaling_factor=NAN), "routing.routed_scaling_factor", "must be a finite number, got nan"),
     (dict(routed_scaling_factor=INF), "routing.routed_scaling_factor", "must be a finite number, got inf"),
-    (dict(routed_scaling_factor=True), "routing.routed_scaling_factor", "must be a positive number, got True"),
+    (dict(routed_scaling_factor=True), "routing.routed_scaling_factor", "must be a number, got True"),
     (dict(routed_scaling_factor=10 ** 400), "routing.routed_scaling_factor", "must be a finite number, got an int"),
     (dict(topk_groups=2), "routing.num_expert_groups", "num_expert_groups and topk_groups must be given together"),
     (dict(num_expert_groups="4", topk_groups=1), "routing.num_expert_groups", "must be a positive int, got '4'"),

@@ -39,7 +39,7 @@ def boolean(field: str, value: object) -> bool:
 def finite_float(field: str, value: object, *, positive: bool = False) -> float:
     """A finite int or float (not a bool, not a string), positive when asked."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(field, f"must be a {'positive ' if positive else ''}number, got {show(value)}")
+        raise ConfigError(field, f"must be a number, got {show(value)}")
     try:
         number = float(value)
     except OverflowError:
