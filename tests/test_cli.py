@@ -76,9 +76,9 @@ def test_run_checks_against_reference(capsys: pytest.CaptureFixture[str]) -> Non
     assert "tolerance: atol=" in out and "chosen:" in out
 
 
-def test_run_rejects_bad_tokens() -> None:
-    with pytest.raises(SystemExit, match="--tokens must be comma-separated integers"):
-        main(["run", "--model", "tiny", "--tokens", "a,b"])
+def test_run_rejects_bad_tokens(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "run", "--model", "tiny", "--tokens", "a,b")
+    assert (code, err) == (2, "error: --tokens: must be comma-separated integers, got 'a,b'\n")
 
 
 def test_bench_writes_json_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -102,6 +102,6 @@ def test_tune_needs_a_gpu(capsys: pytest.CaptureFixture[str], tmp_path: Path) ->
     assert not list(tmp_path.iterdir())
 
 
-def test_tune_rejects_zero_tokens(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="--tokens for tune must be positive"):
-        main(["tune", "--model", "tiny", "--tokens", "0,1", "--out", str(tmp_path)])
+def test_tune_rejects_zero_tokens(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "tune", "--model", "tiny", "--tokens", "0,1", "--out", str(tmp_path))
+    assert (code, err) == (2, "error: --tokens: for tune must be positive\n")
