@@ -250,11 +250,12 @@ def support_of(spec: BackendSpec, config: MoEConfig, platform: Platform) -> Supp
 
 
 def _call_plugin(spec: BackendSpec, what: str, fn: Callable[..., _T], *args: object) -> _T:
-    """Call a plugin's converter or experts constructor; moe-oracle's own errors pass through, anything
-    else it raises (``SystemExit`` included) becomes a ``RegistryError`` naming the distribution."""
+    """Call a plugin's converter or experts constructor; moe-oracle's own errors and ``ImportError``
+    (a vendor library missing: the plugin's own, named error) pass through, anything else it raises
+    (``SystemExit`` included) becomes a ``RegistryError`` naming the distribution."""
     try:
         return fn(*args)
-    except MoEOracleError:
+    except (MoEOracleError, ImportError):
         raise
     except BaseException as exc:
         if not contained(exc):
