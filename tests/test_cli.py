@@ -185,9 +185,9 @@ def test_run_checks_against_reference(capsys: pytest.CaptureFixture[str]) -> Non
     assert "tolerance: atol=" in out and "chosen:" in out
 
 
-def test_run_rejects_bad_tokens() -> None:
-    with pytest.raises(SystemExit, match="--tokens must be comma-separated integers"):
-        main(["run", "--model", "tiny", "--tokens", "a,b"])
+def test_run_rejects_bad_tokens(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "run", "--model", "tiny", "--tokens", "a,b")
+    assert (code, err) == (2, "error: --tokens: must be comma-separated integers, got 'a,b'\n")
 
 
 def test_bench_writes_json_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -251,14 +251,15 @@ def test_bench_plot_marks_the_chosen_backend_and_plain_token_labels(tmp_path: Pa
     assert (tmp_path / "p.png").stat().st_size > 1000
 
 
-def test_bench_plot_without_matplotlib_stops_before_any_work(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_bench_plot_without_matplotlib_stops_before_any_work(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
     import moe_oracle.testing
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)           # import matplotlib raises ImportError
     monkeypatch.setattr(moe_oracle.testing, "random_weights", lambda *a, **k: pytest.fail("benchmark started"))
-    with pytest.raises(SystemExit, match=re.escape("--plot needs matplotlib, which is not installed: "
-                                                   "pip install 'moe-oracle-core[plot]'")):
-        main(["bench", "--model", "tiny", "--tokens", "1", "--plot", str(tmp_path / "p.png")])
+    assert main(["bench", "--model", "tiny", "--tokens", "1", "--plot", str(tmp_path / "p.png")]) == 2
+    assert ("error: --plot: needs matplotlib, which is not installed: pip install 'moe-oracle-core[plot]'"
+            in capsys.readouterr().err)
 
 
 def test_tune_needs_a_gpu(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -272,6 +273,6 @@ def test_tune_needs_a_gpu(capsys: pytest.CaptureFixture[str], tmp_path: Path) ->
     assert not list(tmp_path.iterdir())
 
 
-def test_tune_rejects_zero_tokens(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="--tokens for tune must be positive"):
-        main(["tune", "--model", "tiny", "--tokens", "0,1", "--out", str(tmp_path)])
+def test_tune_rejects_zero_tokens(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "tune", "--model", "tiny", "--tokens", "0,1", "--out", str(tmp_path))
+    assert (code, err) == (2, "error: --tokens: for tune must be positive\n")

@@ -101,3 +101,52 @@ def test_replace_derives_again() -> None:
     assert not relu.is_gated and relu.swiglu_alpha is None and relu.swiglu_limit is None
     assert make().replace(dtype="fp16").scheme.name == "fp16"
     assert make(quant="fp8_block").replace(dtype="fp16").scheme.name == "fp8_block"
+
+
+# Issue 13, item 6: every field is checked at construction; bools must be bools, floats finite.
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(("kw", "field", "message"), [
+    (dict(renormalize="no"), "routing.renormalize", "must be a bool (True or False), got 'no'"),
+    (dict(softmax_after_topk="yes"), "routing.softmax_after_topk", "must be a bool (True or False), got 'yes'"),
+    (dict(score_correction_bias="yes"), "routing.score_correction_bias", "must be a bool (True or False), got 'yes'"),
+    (dict(renormalize=1), "routing.renormalize", "must be a bool (True or False), got 1"),
+    (dict(routed_scaling_factor=NAN), "routing.routed_scaling_factor", "must be a finite number, got nan"),
+    (dict(routed_scaling_factor=INF), "routing.routed_scaling_factor", "must be a finite number, got inf"),
+    (dict(routed_scaling_factor=True), "routing.routed_scaling_factor", "must be a number, got True"),
+    (dict(routed_scaling_factor=10 ** 400), "routing.routed_scaling_factor", "must be a finite number, got an int"),
+    (dict(topk_groups=2), "routing.num_expert_groups", "num_expert_groups and topk_groups must be given together"),
+    (dict(num_expert_groups="4", topk_groups=1), "routing.num_expert_groups", "must be a positive int, got '4'"),
+    (dict(scoring=["softmax"]), "routing.scoring", "invalid value ['softmax']"),
+])
+def test_invalid_routing_fields(kw: dict[str, object], field: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"{field}: {message}")) as info:
+        RoutingConfig(**kw)  # type: ignore[arg-type]
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(("kw", "field", "message"), [
+    (dict(has_bias="yes"), "has_bias", "must be a bool (True or False), got 'yes'"),
+    (dict(top_k=1, apply_router_weight_on_input="yes"), "apply_router_weight_on_input",
+     "must be a bool (True or False), got 'yes'"),
+    (dict(activation="swigluoai", swiglu_alpha="1"), "swiglu_alpha", "must be a number, got '1'"),
+    (dict(activation="swigluoai", swiglu_alpha=NAN), "swiglu_alpha", "must be a finite number, got nan"),
+    (dict(activation="swigluoai", swiglu_limit=INF), "swiglu_limit", "must be a finite number, got inf"),
+    (dict(activation="swigluoai", swiglu_limit=-1.0), "swiglu_limit", "must be a positive number, got -1.0"),
+    (dict(intermediate_size=33, quant="int4_w4a16"), "intermediate_size",
+     "33 is odd; int4_w4a16 packs two 4-bit weights per byte along it, so it must be even"),
+    (dict(intermediate_size=66, quant="mxfp4", parallel=ParallelConfig(tp_size=2)), "intermediate_size",
+     "33 per tensor-parallel rank is odd; mxfp4 packs"),
+    (dict(num_experts=-10 ** 5000), "num_experts", "must be a positive int, got an int of"),
+    (dict(activation=None), "activation", "invalid value None"),
+])
+def test_invalid_config_fields(kw: dict[str, object], field: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"{field}: {message}")) as info:
+        make(**kw)
+    assert info.value.field == field
+
+
+def test_even_intermediate_size_with_packed_weights_constructs() -> None:
+    assert make(intermediate_size=34, quant="int4_w4a16").intermediate_size == 34
+    assert make(activation="swigluoai", swiglu_alpha=1, swiglu_limit=7).swiglu_alpha == 1

@@ -323,3 +323,165 @@ def test_bad_sources(tmp_path: Path) -> None:
         MoEConfig.from_hf(listed)
     with pytest.raises(ConfigError, match=r"^source: expected a path or a dict, got int$"):
         MoEConfig.from_hf(42)  # type: ignore[arg-type]
+
+
+# Issue 13, item 7: wrongly typed or undecodable configs are ConfigErrors naming the key -------------
+NAN = float("nan")
+TYPE_CASES: dict[str, tuple[dict[str, Any], str, str]] = {
+    "model_type as a list": (
+        _with(hf.MIXTRAL_8X7B, model_type=["mixtral"]), "model_type",
+        f"model_type: unsupported model_type ['mixtral'] (allowed: {FAMILIES})"),
+    "NaN hidden_size": (_with(hf.MIXTRAL_8X7B, hidden_size=NAN), "hidden_size", "hidden_size: must be a positive int, got nan"),
+    "NaN top-k in one of two keys": (
+        _with(hf.GPT_OSS_20B, num_experts_per_tok=NAN), "num_experts_per_tok",
+        "num_experts_per_tok: must be a positive int, got nan"),
+    "hidden_size as text": (
+        _with(hf.MIXTRAL_8X7B, hidden_size="4096"), "hidden_size", "hidden_size: must be a positive int, got '4096'"),
+    "hidden_act as a list": (
+        _with(hf.MIXTRAL_8X7B, hidden_act=["silu"]), "hidden_act",
+        "hidden_act: unsupported expert activation ['silu'] (allowed: gelu, silu, swish)"),
+    "NaN routed_scaling_factor": (
+        _with(hf.DEEPSEEK_V3, routed_scaling_factor=NAN), "routed_scaling_factor",
+        "routed_scaling_factor: must be a finite number, got nan"),
+    "inf swiglu_limit": (
+        _with(hf.GPT_OSS_20B, swiglu_limit=float("inf")), "swiglu_limit", "swiglu_limit: must be a finite number, got inf"),
+    "huge routed_scaling_factor": (
+        _with(hf.DEEPSEEK_V3, routed_scaling_factor=10 ** 400), "routed_scaling_factor",
+        "routed_scaling_factor: must be a finite number, got an int of 1329 bits"),
+    "n_group as text": (_with(hf.DEEPSEEK_V3, n_group="8"), "n_group", "n_group: must be a positive int, got '8'"),
+    "scoring_func as a list": (
+        _with(hf.DEEPSEEK_V3, scoring_func=["sigmoid"]), "scoring_func",
+        "scoring_func: unsupported ['sigmoid'] (allowed: softmax, sigmoid)"),
+    "quant_method as a list": (
+        _qwen_quant({"quant_method": ["fp8"]}), "quantization_config.quant_method",
+        "quantization_config.quant_method: unsupported ['fp8'] (allowed: compressed-tensors, fbgemm_fp8, fp8, "
+        "modelopt, mxfp4)"),
+    "weight_block_size as an int": (
+        _qwen_quant({"quant_method": "fp8", "weight_block_size": 128}), "quantization_config.weight_block_size",
+        "quantization_config.weight_block_size: unsupported block 128 (allowed: [128, 128])"),
+    "modelopt quant_algo as a dict": (
+        _qwen_quant({"quant_method": "modelopt", "quant_algo": {"a": 1}}), "quantization_config.quant_algo",
+        "quantization_config.quant_algo: unsupported {'a': 1} (allowed: FP8, FP8_PER_CHANNEL_PER_TOKEN, NVFP4)"),
+    "config_groups entry not an object": (
+        _qwen_quant({"quant_method": "compressed-tensors", "config_groups": {"group_0": 5}}), CT_GROUP0,
+        f"{CT_GROUP0}: expected an object, got int"),
+    "config_groups targets not a list": (
+        _qwen_quant(ct(group(args("int", 8, "channel"), None, targets=7), group(args("int", 4, "group"), None),  # type: ignore[arg-type]
+                       fmt="pack-quantized")), f"{CT_GROUP0}.targets",
+        f"{CT_GROUP0}.targets: expected a list of str, got 7"),
+    "ct weights not an object": (
+        _qwen_quant({"quant_method": "compressed-tensors", "config_groups": {"group_0": {"weights": [1]}}}),
+        f"{CT_GROUP0}.weights", f"{CT_GROUP0}.weights: expected an object, got [1]"),
+    "ct num_bits as text": (
+        _qwen_quant(ct(group({**args("int", 4, "group"), "num_bits": "4"}, None), fmt="pack-quantized")),
+        f"{CT_GROUP0}.weights.num_bits", f"{CT_GROUP0}.weights.num_bits: must be a positive int, got '4'"),
+    "ct type as a list": (
+        _qwen_quant(ct(group({**args("int", 4, "group"), "type": ["int"]}, None), fmt="pack-quantized")),
+        f"{CT_GROUP0}.weights.type", f"{CT_GROUP0}.weights.type: expected a str, got ['int']"),
+    "ct block_structure as an int": (
+        _qwen_quant(ct(group({**args("float", 8, "block"), "block_structure": 128}, FP8_TOKEN), fmt="float-quantized")),
+        f"{CT_GROUP0}.weights.block_structure", f"{CT_GROUP0}.weights.block_structure: expected two ints, got 128"),
+}
+
+
+@pytest.mark.parametrize("case", TYPE_CASES)
+def test_wrongly_typed_config_raises_config_error_naming_the_key(case: str) -> None:
+    config, field, message = TYPE_CASES[case]
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$") as err:
+        MoEConfig.from_hf(config)
+    assert err.value.field == field
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"\x00\x01\xff\xfe binary", "is not UTF-8 text (byte 2: invalid start byte)"),
+    (json.dumps(hf.MIXTRAL_8X7B).encode("utf-16"), "is not UTF-8 text (byte 0: invalid start byte)"),
+    (b'{"model_type": "mixtral", "hidden_size": ' + b"9" * 5000 + b"}", "is not usable JSON: Exceeds the limit"),
+    (b"[" * 100000 + b"]" * 100000, "is not usable JSON: maximum recursion depth exceeded"),
+])
+def test_undecodable_files_are_config_errors(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "config.json"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=f"^source: {re.escape(str(path))} {re.escape(message)}") as err:
+        MoEConfig.from_hf(tmp_path)
+    assert err.value.field == "source"
+
+
+# Fuzz: mutated real config files; only ConfigError may escape -------------------------------------------
+_REAL = [hf.MIXTRAL_8X7B, hf.QWEN2_57B_A14B, hf.QWEN3_30B_A3B, hf.DEEPSEEK_V2, hf.DEEPSEEK_V3, hf.GPT_OSS_20B,
+         hf.KIMI_K2_6, hf.QWEN3_30B_A3B_FP8_DYNAMIC]
+_ODD_VALUES: list[Any] = [None, True, False, 0, -1, 1, 3, 2.5, NAN, float("inf"), -float("inf"), 10 ** 400, "",
+                          "x", "silu", "fp8", "mixtral", [], [1], [128, 128], ["a", 1], {}, {"a": 1}, {"type": "int"}]
+
+
+def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix] if prefix else []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out += _paths(v, (*prefix, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            out += _paths(v, (*prefix, i))
+    return out
+
+
+def _mutate(config: dict[str, Any], rng: Any) -> dict[str, Any]:
+    """1-3 mutations: replace a value anywhere (odd values), delete a key, or graft a whole subtree
+    from another real config under a random key."""
+    out = json.loads(json.dumps(config))
+    for _ in range(rng.randint(1, 3)):
+        paths = _paths(out)
+        path = rng.choice(paths)
+        parent: Any = out
+        for key in path[:-1]:
+            parent = parent[key]
+        op = rng.random()
+        if op < 0.7:
+            parent[path[-1]] = rng.choice(_ODD_VALUES)
+        elif op < 0.85 and isinstance(parent, dict):
+            del parent[path[-1]]
+        else:
+            donor = rng.choice(_REAL)
+            parent[path[-1]] = json.loads(json.dumps(donor.get(rng.choice(list(donor)))))
+    return out
+
+
+def test_fuzz_from_hf_only_raises_config_error() -> None:
+    import random
+
+    rng = random.Random(13)
+    outcomes = {"ok": 0, "config_error": 0}
+    for i in range(400):
+        mutated = _mutate(rng.choice(_REAL), rng)
+        try:
+            MoEConfig.from_hf(mutated)
+            outcomes["ok"] += 1
+        except ConfigError:
+            outcomes["config_error"] += 1
+        except Exception as exc:  # pragma: no cover - the failure report
+            raise AssertionError(f"case {i}: {type(exc).__name__}: {exc}\n{json.dumps(mutated)[:2000]}") from exc
+    assert outcomes["ok"] > 10 and outcomes["config_error"] > 100, outcomes
+
+
+def test_fuzz_from_hf_files_only_raises_config_error(tmp_path: Path) -> None:
+    """Byte-level damage to real files: truncation, flipped bytes, other encodings."""
+    import random
+
+    rng = random.Random(7)
+    path = tmp_path / "config.json"
+    for i in range(150):
+        data = bytearray(json.dumps(rng.choice(_REAL)).encode())
+        op = i % 3
+        if op == 0:
+            data = data[:rng.randrange(len(data))]
+        elif op == 1:
+            for _ in range(rng.randint(1, 4)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        else:
+            data = bytearray(data.decode().encode(rng.choice(["utf-16", "utf-32", "latin-1", "utf-8-sig"])))
+        path.write_bytes(bytes(data))
+        try:
+            MoEConfig.from_hf(path)
+        except ConfigError:
+            pass
+        except Exception as exc:  # pragma: no cover - the failure report
+            raise AssertionError(f"case {i}: {type(exc).__name__}: {exc}\n{bytes(data)[:500]!r}") from exc

@@ -181,6 +181,11 @@ def test_forward_checks_inputs(loaded: MoELayer, make, name: str, message: str) 
     (torch.ones(4, 2), torch.full((4, 2), -1), "topk_ids: expected expert ids in [0, 8), got ids in [-1, -1]"),
     (torch.ones(4, 2), torch.zeros(4, 2, dtype=torch.float32), "topk_ids: expected dtype int32/int64, got dtype float32"),
     (torch.ones(4, 3), torch.zeros(4, 2, dtype=torch.int32), "topk_weights: expected shape [4, 2], got shape [4, 3]"),
+    # Issue 13, item 5: non-finite weights are refused like non-finite logits (CPU tensors: no sync).
+    (torch.ones(4, 2).index_fill(1, torch.tensor([1]), float("nan")), torch.zeros(4, 2, dtype=torch.int32),
+     "topk_weights: expected finite values, got NaN or inf (first at index [0, 1])"),
+    (torch.ones(4, 2).index_fill(0, torch.tensor([2]), float("-inf")), torch.zeros(4, 2, dtype=torch.int32),
+     "topk_weights: expected finite values, got NaN or inf (first at index [2, 0])"),
 ])
 def test_forward_routed_checks_inputs(loaded: MoELayer, weights: torch.Tensor, ids: torch.Tensor,
                                       message: str) -> None:

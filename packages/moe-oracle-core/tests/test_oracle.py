@@ -255,3 +255,43 @@ def test_report_fits_100_columns_and_wide_keeps_one_line_per_row() -> None:
     wide = report.render(width=None)
     assert any(line.startswith("1  picky") and line.endswith(long) for line in wide.splitlines())
     assert any(line.strip() == f"hint: rank 1 (test-pkg: {hint})" for line in wide.splitlines())
+
+
+# Issue 13, item 9: wrongly typed arguments are ConfigErrors naming the argument.
+@pytest.mark.parametrize(("kwargs", "field", "message"), [
+    (dict(exclude=123), "exclude= argument",
+     "expected backend names (a comma-separated str or an iterable of str), got int (allowed: "),
+    (dict(prefer=3.5), "prefer= argument",
+     "expected backend names (a comma-separated str or an iterable of str), got float"),
+    (dict(exclude=["fast", 7]), "exclude= argument", "expected backend names (str), got 7 (int)"),
+    (dict(prefer=b"fast"), "prefer= argument",
+     "expected backend names (a comma-separated str or an iterable of str), got bytes"),
+])
+def test_override_argument_types(oracle: UnquantizedOracle, kwargs: dict[str, object], field: str,
+                                 message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"{field}: {message}")) as info:
+        oracle.select_backend(CONFIG, HOPPER, **kwargs)  # type: ignore[arg-type]
+    assert info.value.field == field
+
+
+def test_platform_and_config_types() -> None:
+    import moe_oracle
+
+    with pytest.raises(ConfigError, match=re.escape("platform: expected a moe_oracle.Platform or None")) as info:
+        moe_oracle.select(CONFIG, platform="cpu")  # type: ignore[arg-type]
+    assert info.value.field == "platform"
+    for bad, name in ((None, "NoneType"), (3, "int")):
+        with pytest.raises(ConfigError, match=re.escape(f"config: expected a MoEConfig (or a scheme name), got {name}")):
+            moe_oracle.select(bad)  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match=re.escape("config: expected a MoEConfig")):
+            moe_oracle.explain(bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=re.escape("config: expected a MoEConfig (e.g. MoEConfig.preset('tiny')), "
+                                                    "got str")):
+        UnquantizedOracle().select_backend("bf16")  # type: ignore[arg-type]
+
+
+def test_preset_rejects_unknown_override_names() -> None:
+    with pytest.raises(ConfigError, match=re.escape("overrides: unknown MoEConfig field(s) num_expert (allowed: "
+                                                    "num_experts, top_k")) as info:
+        MoEConfig.preset("tiny", num_expert=4)
+    assert info.value.field == "overrides"

@@ -323,3 +323,30 @@ def test_weights_in_another_layout_fail_on_construction() -> None:
     with pytest.raises(WeightError, match=r"weights: expected the canonical layout \(the reference converts "
                                           r"nothing\), got layout 'w31'"):
         ReferenceExperts(config, quant_config, kernel_weights)
+
+
+@pytest.mark.parametrize("scheme", ["int8_w8a8", "w4a8_int8", "fp8_channel", "bf16"])
+def test_nan_rows_stay_nan(scheme: str) -> None:
+    """Issue 13, item 4: a NaN in one token's hidden state gives a NaN output row under every
+    activation quantization (int8 cannot hold NaN: the row's scale carries it), and the other rows
+    are untouched."""
+    config = MoEConfig(num_experts=4, top_k=2, hidden_size=128, intermediate_size=64, quant=scheme)
+    weights = random_weights(config, seed=0)
+    hidden, logits = random_inputs(config, 4, seed=1)
+    topk_weights, topk_ids = route(logits, config)
+    clean = reference_moe(config, weights, hidden, topk_weights, topk_ids)
+    hidden[2, 5] = float("nan")
+    out = reference_moe(config, weights, hidden, topk_weights, topk_ids)
+    assert out[2].isnan().all()
+    keep = torch.tensor([0, 1, 3])
+    assert torch.equal(out[keep], clean[keep])
+
+
+def test_int8_per_token_quantization_carries_nan_in_the_scale() -> None:
+    from moe_oracle.quant.int8 import quantize_int8_per_token
+
+    x = torch.tensor([[1.0, -2.0, 0.5], [float("nan"), 1.0, 2.0], [0.0, 0.0, 0.0]])
+    q, scale = quantize_int8_per_token(x)
+    assert q.dtype == torch.int8 and q[1].tolist() == [0, 0, 0] and q[0].tolist() == [64, -127, 32]
+    assert scale[1].isnan().all() and scale[2].item() == 1.0 and scale[0].item() == pytest.approx(2 / 127)
+    assert (q.float() * scale)[1].isnan().all()

@@ -79,8 +79,8 @@ def test_tolerance_takes_the_looser_row_of_dtype_and_activation_format() -> None
     assert tolerance(torch.bfloat16, "bf16") == DTYPE_TOLERANCES[torch.bfloat16]
     assert tolerance(torch.float16, "int4_w4a16") == DTYPE_TOLERANCES[torch.float16]
     fp8 = tolerance(torch.float32, "fp8_block")
-    assert (fp8.atol, fp8.rtol, fp8.rms) == (0.15, 0.15, 0.04) == tuple(
-        getattr(ACTIVATION_TOLERANCES["fp8_e4m3"], f) for f in ("atol", "rtol", "rms"))
+    assert (fp8.atol, fp8.rtol, fp8.rms, fp8.relative) == (0.2, 0.15, 0.04, True) == tuple(
+        getattr(ACTIVATION_TOLERANCES["fp8_e4m3"], f) for f in ("atol", "rtol", "rms", "relative"))
     assert tolerance(torch.bfloat16, "nvfp4").atol == ACTIVATION_TOLERANCES["fp4_e2m1"].atol
 
 
@@ -98,8 +98,9 @@ def test_assert_close_reports_errors_count_and_first_indices() -> None:
     with pytest.raises(AssertionError) as info:
         assert_close(actual, expected, dtype=torch.float32, scheme="fp32", name="triton")
     text = str(info.value)
-    assert text.startswith("triton: 2 of 24 elements differ beyond atol=0.0001 rtol=0.0001 rms=1e-05")
-    assert "max abs error 5.000e-01, max rel error 5.000e+03" in text
+    assert text.startswith("triton: 2 of 24 elements differ beyond atol=0.00015*rms(expected) rtol=0.0001 rms=1e-05")
+    assert "(atol 0 here)" in text.splitlines()[0]
+    assert "max abs error 5.000e-01, max rel error 3.333e+03" in text
     assert "at [1, 2]: actual 0.5, expected 0" in text and "at [3, 0]: actual -0.25, expected 0" in text
 
 
@@ -180,3 +181,36 @@ def test_tolerance_table_passes_a_kernel_computing_in_its_dtype(scheme: str, dty
     for bug in ("drop_w2_bias", "swap_gate_up"):
         broken = kernel_like(config, weights, hidden, topk_weights, topk_ids, **{bug: True})
         assert not compare(broken, expected, config=config).ok, bug
+
+
+
+# Issue 13, item 10: the table scales with the output -------------------------------------------------
+SCALE_CASES = [(scheme, top_k, factor) for scheme in ("bf16", "fp8_block", "mxfp8", "nvfp4", "mxfp4_a8", "int8_w8a8")
+               for top_k, factor in ((1, 1.0), (1, 2.5), (4, 2.5), (8, 1.0))]
+
+
+@pytest.mark.parametrize(("scheme", "top_k", "factor"), SCALE_CASES)
+def test_tolerance_scales_with_the_output(scheme: str, top_k: int, factor: float) -> None:
+    """One expert per token and a routed scaling factor of 2.5 make outputs 3x larger than the
+    table's usual O(1): a correct kernel still passes and the planted bugs still fail."""
+    dtype = torch.float16 if scheme == "int8_w8a8" else torch.bfloat16
+    config = config_for(scheme, dtype=dtype, num_experts=8, top_k=top_k, intermediate_size=256, has_bias=True,
+                        routing=RoutingConfig(routed_scaling_factor=factor))
+    weights = random_weights(config, seed=1)
+    hidden, logits = random_inputs(config, 24, seed=2)
+    topk_weights, topk_ids = route(logits, config)
+    expected = reference_moe(config, weights, hidden, topk_weights, topk_ids)
+    assert_close(kernel_like(config, weights, hidden, topk_weights, topk_ids), expected, config=config)
+    for bug in ("drop_w2_bias", "swap_gate_up"):
+        broken = kernel_like(config, weights, hidden, topk_weights, topk_ids, **{bug: True})
+        assert not compare(broken, expected, config=config).ok, bug
+
+
+def test_relative_atol_is_scaled_by_the_expected_rms_and_absolute_stays_absolute() -> None:
+    expected = torch.full((4, 4), 3.0)
+    actual = expected.clone()
+    actual[0, 0] += 0.5  # 0.5 > 0.2 absolute, < 0.2 * rms 3.0 = 0.6
+    loose = Tolerance(0.2, 0.0, 1.0, relative=True)
+    assert compare(actual, expected, tol=loose).ok and compare(actual, expected, tol=loose).atol == pytest.approx(0.6)
+    assert not compare(actual, expected, tol=Tolerance(0.2, 0.0, 1.0)).ok
+    assert not compare(expected / 3 + (actual - expected), expected / 3, tol=loose).ok  # same error, smaller output

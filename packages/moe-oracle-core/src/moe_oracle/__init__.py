@@ -25,6 +25,7 @@ from moe_oracle.config import (
 from moe_oracle.errors import (
     ConfigError,
     InputError,
+    KernelOutputError,
     MoEOracleError,
     NoBackendError,
     PluginAPIError,
@@ -94,7 +95,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ACTIVATIONS", "SCHEME_NAMES", "BackendSpec", "CanonicalWeights", "ConfigError", "Experts",
     "ExpertsModular", "ExpertsMonolithic", "Fp8Oracle", "FusedMoEKernel", "Granularity", "InputError",
-    "Int8Oracle", "KernelAssemblyError", "KernelWeights", "LocalPrepareFinalize", "MoEConfig",
+    "Int8Oracle", "KernelAssemblyError", "KernelOutputError", "KernelWeights", "LocalPrepareFinalize", "MoEConfig",
     "MoEKernelOracle", "MoELayer", "MoEOracleError", "Mxfp4Oracle", "Mxfp8Oracle", "NoBackendError",
     "Nvfp4Oracle", "PLUGIN_API_VERSION", "ParallelConfig", "Platform", "PluginAPIError", "PrepareFinalize",
     "PrepareResult", "PriorityCycleError",

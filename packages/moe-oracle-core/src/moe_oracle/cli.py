@@ -8,6 +8,11 @@ checks build a ``MoEConfig``); the commands that build layers import it when the
     moe-oracle run --model tiny --tokens 1,16,64      select, run, check against the reference, time
     moe-oracle bench --model tiny --tokens 1,16 --json out.json --plot out.png
     moe-oracle tune --model qwen3-30b-a3b --tokens 1,16,256 --out configs/   Triton configs for this GPU
+
+Exit codes: 0 success; 1 a failure at run time (a backend that disagrees with the reference, nothing
+fits in explain, a kernel error); 2 a usage or configuration error (bad arguments, an unknown backend,
+a config that cannot be built, an unusable device or output path). Errors print as one line
+``error: ...`` on stderr, never as a traceback; output paths are checked before any work starts.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from moe_oracle.config.moe import MoEConfig, dtype_name
 from moe_oracle.config.parallel import ALL2ALL_BACKENDS, ParallelConfig
 from moe_oracle.config.presets import PRESETS
 from moe_oracle.config.quant import SCHEME_NAMES
-from moe_oracle.errors import MoEOracleError
+from moe_oracle.errors import ConfigError, MoEOracleError
 from moe_oracle.platform import Platform
 
 if TYPE_CHECKING:  # torch is imported by the commands that run kernels, never for --help or list
@@ -42,14 +47,21 @@ EXAMPLES = """examples:
   moe-oracle COMMAND --help                         the options of one command"""
 
 
+EXIT_FAILURE, EXIT_USAGE = 1, 2
+MAX_TOKENS = 1 << 20  # token counts above this are a usage error, not an allocation failure halfway through
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except MoEOracleError as exc:
+    except MoEOracleError as exc:  # usage and configuration errors (ConfigError, unknown/unsupported backends)
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except Exception as exc:  # a failure at run time: one line, no traceback
+        print(f"error: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
+        return EXIT_FAILURE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -130,6 +142,38 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iters", type=int, default=0,
                    help="timed calls per measurement (default: auto, about 0.5 s per backend and token count)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+
+
+def _check_run_args(args: argparse.Namespace) -> None:
+    """The numbers ``run``/``bench``/``tune`` take, checked before any work (``ConfigError``: exit 2)."""
+    seed = getattr(args, "seed", 0)
+    if not 0 <= seed < 2 ** 63:
+        raise ConfigError("--seed", f"must be in [0, 2**63), got {seed}")
+    if getattr(args, "rep_ms", 1) <= 0:
+        raise ConfigError("--rep-ms", f"must be positive, got {args.rep_ms}")
+
+
+def _check_output_path(option: str, path: str | None, *, folder: bool = False) -> None:
+    """An output file (or ``folder``) must be writable where it is asked for: checked before the work
+    whose results it would hold, so a typo never loses a finished benchmark."""
+    if path is None:
+        return
+    import os
+    from pathlib import Path
+
+    target = Path(path)
+    if folder:  # created with its parents when missing: the nearest existing ancestor must be a writable folder
+        where = next(p for p in (target, *target.parents) if p.exists() or p == Path(p.anchor or "."))
+        if not where.is_dir():
+            raise ConfigError(option, f"cannot create {path}: {where} exists and is not a folder")
+    else:
+        if target.is_dir():
+            raise ConfigError(option, f"{path} is a folder; give a file name")
+        where = target.parent
+        if not where.is_dir():
+            raise ConfigError(option, f"cannot write {path}: folder {where} does not exist")
+    if not os.access(where, os.W_OK):
+        raise ConfigError(option, f"cannot write {path}: folder {where} is not writable")
 
 
 def build_config(args: argparse.Namespace) -> MoEConfig:
@@ -255,6 +299,8 @@ def _runs_here(spec: Any, platform: Platform) -> tuple[bool | None, str]:
 
 def _usable_here(spec: Any, platform: Platform) -> tuple[bool, str]:
     """Usable if some scheme it claims passes its checks on a small layer on this platform."""
+    from moe_oracle.oracle.base import support_of
+
     first_reason = ""
     order = sorted(spec.schemes, key=lambda s: (s not in ("bf16", "fp16", "fp32"), s))
     for scheme in order:
@@ -265,7 +311,7 @@ def _usable_here(spec: Any, platform: Platform) -> tuple[bool, str]:
                                       if spec.activation_format == "batched" else ParallelConfig())
         except MoEOracleError:
             continue
-        support = spec.supports(config, platform)
+        support = support_of(spec, config, platform)  # a plugin's faulty check is a reason, not a traceback
         if support.ok:
             return True, ""
         first_reason = first_reason or support.reason
@@ -327,18 +373,29 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def _device(args: argparse.Namespace) -> torch.device:
     import torch
 
-    if args.device:
-        return torch.device(args.device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``--device``, checked to exist on this machine (``ConfigError`` naming it otherwise)."""
+    name = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise ConfigError("--device", f"{name!r} is not a torch device ({str(exc).splitlines()[0]})") from None
+    try:
+        torch.empty(0, device=device)
+    except Exception as exc:  # e.g. "Torch not compiled with CUDA enabled", an out-of-range index
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError("--device", f"{name} is not usable here: {first}") from None
+    return device
 
 
 def _tokens(text: str) -> list[int]:
     try:
         values = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise SystemExit(f"error: --tokens must be comma-separated integers, got {text!r}") from None
+        raise ConfigError("--tokens", f"must be comma-separated integers, got {text!r}") from None
     if not values or any(v < 0 for v in values):
-        raise SystemExit(f"error: --tokens needs non-negative integers, got {text!r}")
+        raise ConfigError("--tokens", f"needs non-negative integers, got {text!r}")
+    if max(values) > MAX_TOKENS:
+        raise ConfigError("--tokens", f"at most {MAX_TOKENS} tokens per call, got {max(values)}")
     return values
 
 
@@ -384,18 +441,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     from moe_oracle.layer import MoELayer
     from moe_oracle.testing import compare, random_inputs, random_weights
 
+    _check_run_args(args)
+    tokens = _tokens(args.tokens)
     config = build_config(args)
     device = _device(args)
     layer = MoELayer(config, backend=args.backend)
     print(layer.selection.report)
     weights = random_weights(config, seed=args.seed, device=device)
     layer.load_weights(**dict(weights.items()))
-    reference = MoELayer(config, backend="reference")
+    # The checking layer: exclude=() so that MOE_ORACLE_EXCLUDE (which shapes the layer under test) never
+    # excludes the reference the run is checked against.
+    reference = MoELayer(config, backend="reference", exclude=())
     reference.load_weights(**dict(weights.items()))
     ok = True
     print(f"\nbackend {layer.backend} on {device}; checked against the reference experts")
     print(f"{'tokens':>7} {'max_abs_err':>12} {'max_rel_err':>12} {'check':>6} {'ms/call':>10} {'tokens/s':>12}")
-    for t in _tokens(args.tokens):
+    for t in tokens:
         hidden, logits = random_inputs(config, t, seed=args.seed + t, device=device)
         with torch.inference_mode():
             out = layer(hidden, logits)
@@ -417,17 +478,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from moe_oracle.oracle.schemes import oracle_for
     from moe_oracle.testing import random_inputs, random_weights
 
+    from moe_oracle.registry import registry
+
+    _check_output_path("--json", args.json_out)
+    _check_output_path("--plot", args.plot)
     if args.plot:
         _require_matplotlib()                              # before the benchmark, not after it
     if args.reps < 1:
-        raise SystemExit(f"error: --reps must be at least 1, got {args.reps}")
+        raise ConfigError("--reps", f"must be at least 1, got {args.reps}")
+    _check_run_args(args)
+    tokens = _tokens(args.tokens)
     config = build_config(args)
     device = _device(args)
     report = oracle_for(config).explain(config)
-    names = args.backends.split(",") if args.backends else [c.name for c in report.candidates
-                                                               if c.status in ("selected", "usable")]
+    names = [n.strip().lower() for n in args.backends.split(",") if n.strip()] if args.backends else \
+        [c.name for c in report.candidates if c.status in ("selected", "usable")]
+    if args.backends and not names:
+        raise ConfigError("--backends", f"names no backend: {args.backends!r}", allowed=registry().names())
+    for name in names:
+        registry().get(name)  # an unknown name fails now (UnknownBackendError lists the known ones)
     weights = random_weights(config, seed=args.seed, device=device)
-    tokens = _tokens(args.tokens)
     layers = {}
     for name in names:
         layers[name] = MoELayer(config, backend=name)
@@ -520,10 +590,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     from moe_oracle import registry
 
-    config = build_config(args)
+    _check_output_path("--out", args.out, folder=True)
+    _check_run_args(args)
     tokens = _tokens(args.tokens)
     if 0 in tokens:
-        raise SystemExit("error: --tokens for tune must be positive")
+        raise ConfigError("--tokens", "for tune must be positive")
+    config = build_config(args)
     if not torch.cuda.is_available():
         print("error: moe-oracle tune times the Triton experts with CUDA graphs and needs a CUDA or ROCm GPU; "
               "torch sees none here", file=sys.stderr)
@@ -554,8 +626,8 @@ def _require_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise SystemExit(f"error: --plot needs matplotlib, which is not installed: {PLOT_EXTRA} "
-                         "(or pip install matplotlib)") from None
+        raise ConfigError("--plot", f"needs matplotlib, which is not installed: {PLOT_EXTRA} "
+                          "(or pip install matplotlib)") from None
 
 
 def _plot(payload: dict[str, Any], path: str) -> Any:

@@ -71,6 +71,30 @@ class PluginAPIError(RegistryError):
             f"built for plugin API {supported}, or a moe-oracle-core that provides plugin API {declared}")
 
 
+class KernelOutputError(MoEOracleError, RuntimeError):
+    """A backend's experts returned an output of the wrong shape, dtype or device; names the
+    backend, its distribution, what was expected and what came."""
+
+    def __init__(self, backend: str, distribution: str, expected: object, got: object) -> None:
+        self.backend = backend
+        self.distribution = distribution
+        self.expected = expected
+        self.got = got
+        super().__init__(f"backend {backend!r} (from {distribution or '?'}) returned {got}, expected {expected}")
+
+
+def contained(exc: BaseException) -> bool:
+    """Whether an exception raised by plugin code is recorded and skipped rather than propagated:
+    every ``Exception`` and every other ``BaseException`` (``SystemExit`` included) except
+    ``KeyboardInterrupt`` and ``GeneratorExit``, which must keep their meaning for the host."""
+    return not isinstance(exc, (KeyboardInterrupt, GeneratorExit))
+
+
+def describe_fault(exc: BaseException) -> str:
+    """``"RuntimeError: check exploded"``; a ``SystemExit`` reads ``"SystemExit: 3"``."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 class PriorityCycleError(MoEOracleError):
     """Priority hints contradict each other; ``edges`` lists each (before, after, source, reason)."""
 

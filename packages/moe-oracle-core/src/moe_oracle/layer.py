@@ -140,12 +140,14 @@ class MoELayer(torch.nn.Module):
         assert self.canonical is not None
         bias = self.canonical.score_correction_bias
         if kernel.monolithic:
-            return kernel.forward_logits(hidden_states, router_logits, expert_map=self.expert_map,
-                                         score_correction_bias=bias)
+            out = kernel.forward_logits(hidden_states, router_logits, expert_map=self.expert_map,
+                                        score_correction_bias=bias)
+            return self._check_output(out, hidden_states)
         from moe_oracle.router import route
 
         topk_weights, topk_ids = route(router_logits, self.config, score_correction_bias=bias)
-        return kernel.forward_routed(hidden_states, topk_weights, topk_ids, expert_map=self.expert_map)
+        out = kernel.forward_routed(hidden_states, topk_weights, topk_ids, expert_map=self.expert_map)
+        return self._check_output(out, hidden_states)
 
     def forward_routed(self, hidden_states: torch.Tensor, topk_weights: torch.Tensor,
                        topk_ids: torch.Tensor) -> torch.Tensor:
@@ -164,7 +166,23 @@ class MoELayer(torch.nn.Module):
             if lo < 0 or hi >= self.config.num_experts:
                 raise InputError("topk_ids", f"expert ids in [0, {self.config.num_experts})",
                                  f"ids in [{lo}, {hi}]")
-        return kernel.forward_routed(hidden_states, topk_weights.float(), topk_ids, expert_map=self.expert_map)
+        # Weight values are checked where that costs no device synchronization (CPU tensors).
+        if topk_weights.device.type == "cpu" and topk_weights.numel() and not torch.isfinite(topk_weights).all():
+            bad = (~torch.isfinite(topk_weights)).nonzero()[0].tolist()
+            raise InputError("topk_weights", "finite values", f"NaN or inf (first at index {bad})")
+        out = kernel.forward_routed(hidden_states, topk_weights.float(), topk_ids, expert_map=self.expert_map)
+        return self._check_output(out, hidden_states)
+
+    def _check_output(self, out: object, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The experts' output must be ``[T, H]`` in the input's dtype and device: a plugin that returns
+        anything else fails here, naming the backend and its package (metadata only, no synchronization)."""
+        if not (isinstance(out, torch.Tensor) and out.shape == hidden_states.shape
+                and out.dtype == hidden_states.dtype and out.device == hidden_states.device):
+            from moe_oracle.errors import KernelOutputError
+
+            got = _describe(out) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise KernelOutputError(self.backend, self.selection.spec.distribution, _describe(hidden_states), got)
+        return out
 
     def _ready(self) -> FusedMoEKernel:
         if self.kernel is None:

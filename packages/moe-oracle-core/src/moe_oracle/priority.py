@@ -4,7 +4,9 @@ The rule: each candidate starts at its spec's ``rank``; a conditional rank hint 
 replaces it (several: the largest). ``before``/``after`` hints that apply add edges. The order is
 the stable topological sort of those edges that, among the candidates free to go next, always
 takes the lowest (rank, registration index). Edges that contradict each other raise
-``PriorityCycleError`` naming every edge of the cycle with its package and reason.
+``PriorityCycleError`` naming every edge of the cycle with its package and reason. A hint whose
+``when`` raises (``SystemExit`` included) is ignored, and recorded in ``Ranked.ignored`` with the
+error and the package that declared it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class Ranked:
     spec: BackendSpec
     rank: int
     hints: list[PriorityHint] = field(default_factory=list)
+    ignored: list[tuple[PriorityHint, str]] = field(default_factory=list)  # (hint, why it was ignored)
 
 
 def merge_order(specs: list[BackendSpec], hints: list[PriorityHint],
@@ -46,7 +49,7 @@ def merge_order(specs: list[BackendSpec], hints: list[PriorityHint],
     edges: dict[tuple[str, str], PriorityHint] = {}
     for hint in hints:
         target = hint.target
-        if target not in ranked or not hint.applies(config, platform):
+        if target not in ranked or not _applies(hint, ranked[target], config, platform):
             continue
         ranked[target].hints.append(hint)
         if hint.rank is not None:
@@ -64,6 +67,19 @@ def merge_order(specs: list[BackendSpec], hints: list[PriorityHint],
         ranked[name].rank = rank
     order = _topological(names, edges, lambda n: (ranked[n].rank, index[n]))
     return [ranked[n] for n in order]
+
+
+def _applies(hint: PriorityHint, target: Ranked, config: MoEConfig, platform: Platform) -> bool:
+    from moe_oracle.errors import contained, describe_fault
+
+    try:
+        return hint.applies(config, platform)
+    except BaseException as exc:
+        if not contained(exc):
+            raise
+        describe = hint.when.describe if hint.when is not None else "?"
+        target.ignored.append((hint, f"condition {describe!r} raised {describe_fault(exc)}"))
+        return False
 
 
 def _matching(pattern: str, names: list[str], target: str) -> list[str]:

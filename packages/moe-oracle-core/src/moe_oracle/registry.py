@@ -3,7 +3,8 @@
 An entry point names a function returning an iterable of ``BackendSpec`` and ``PriorityHint``
 (hints with ``target=`` order backends of other packages). Each item is validated at load.
 A plugin that fails to import or returns something invalid is recorded in ``failures`` with its
-distribution and error, logged, and skipped whole; the other plugins still load. A missing
+distribution and error, logged, and skipped whole; the other plugins still load. "Fails" includes
+``sys.exit()`` and any ``BaseException`` but ``KeyboardInterrupt`` and ``GeneratorExit``. A missing
 vendor library inside a plugin is the plugin's own business: it must import without it.
 """
 
@@ -17,7 +18,7 @@ from dataclasses import dataclass, replace
 from importlib import metadata
 from types import MappingProxyType
 
-from moe_oracle.errors import PluginAPIError, RegistryError
+from moe_oracle.errors import PluginAPIError, RegistryError, contained, describe_fault
 from moe_oracle.spec import BackendSpec, PriorityHint
 from moe_oracle.version import PLUGIN_API_VERSION, __version__
 
@@ -93,9 +94,14 @@ class Registry:
                 continue
             try:
                 items = ep.load()()
+                if not isinstance(items, Iterable) or isinstance(items, (str, bytes)):
+                    raise RegistryError(f"{dist}: the entry point must return an iterable of BackendSpec and "
+                                        f"PriorityHint, got {type(items).__name__}")
                 self.register_all(items, source=dist)
-            except Exception as exc:  # a broken plugin is recorded, never fatal
-                failure = PluginFailure(dist, f"{ep.name} = {ep.value}", f"{type(exc).__name__}: {exc}")
+            except BaseException as exc:  # a broken plugin is recorded, never fatal; sys.exit() included
+                if not contained(exc):
+                    raise
+                failure = PluginFailure(dist, f"{ep.name} = {ep.value}", describe_fault(exc))
                 self.failures.append(failure)
                 logger.error("moe-oracle plugin %s failed to load and is skipped: %s", dist, failure.error)
 

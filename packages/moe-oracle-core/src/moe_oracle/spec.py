@@ -57,8 +57,12 @@ class PriorityHint:
             raise RegistryError("PriorityHint needs a non-empty reason= (it is shown in explain)")
         if self.rank is None and not self.before and not self.after:
             raise RegistryError(f"PriorityHint {self.reason!r} sets none of rank, before, after")
+        if self.when is not None and not isinstance(self.when, Condition):
+            raise RegistryError(f"PriorityHint {self.reason!r}: when= must be a moe_oracle.support.Condition "
+                                f"(it describes itself in explain), got {type(self.when).__name__}")
 
     def applies(self, config: MoEConfig, platform: Platform) -> bool:
+        """Whether the hint applies; a ``when`` that raises propagates (``merge_order`` contains it)."""
         return self.when is None or self.when(config, platform)
 
     def effect(self) -> str:
@@ -154,21 +158,59 @@ class BackendSpec:
         for library, distribution in self.libraries.items():
             if not platform.has(library):
                 return Support.no(f"{library} not installed (pip install {distribution})")
-        return first_failure(self.checks, config, platform)
+        return first_failure(self.checks, config, platform, source=self.distribution)
 
     def load_experts(self) -> type:
-        return _load(self.experts, f"backend {self.name!r} experts")
+        """The experts class; ``RegistryError`` naming the path and distribution if it does not
+        import or is not a ``moe_oracle.Experts`` subclass (``FusedMoEKernel`` checks that an instance
+        is modular or monolithic: a factory class may construct either)."""
+        from moe_oracle.kernel.modular import Experts
+
+        cls = _load(self.experts, f"backend {self.name!r} experts{self._from()}")
+        if not (isinstance(cls, type) and issubclass(cls, Experts)):
+            got = f"the class {cls.__name__}" if isinstance(cls, type) else f"a {type(cls).__name__}"
+            raise RegistryError(f"backend {self.name!r} experts{self._from()}: {self.experts!r} is {got}, "
+                                "not a moe_oracle.Experts subclass")
+        return cls
 
     def load_converter(self) -> Any:
-        return None if self.converter is None else _load(self.converter, f"backend {self.name!r} converter")
+        if self.converter is None:
+            return None
+        fn = _load(self.converter, f"backend {self.name!r} converter{self._from()}")
+        if not callable(fn):
+            raise RegistryError(f"backend {self.name!r} converter{self._from()}: {self.converter!r} is a "
+                                f"{type(fn).__name__}, not callable")
+        return fn
+
+    def resolve(self) -> Support:
+        """Import the experts class and converter now: ``Support.no`` with the error if either
+        does not load. The oracle calls it for the backend it is about to choose, so a plugin whose
+        code does not import is rejected at selection, not at ``load_weights``."""
+        try:
+            self.load_experts()
+            self.load_converter()
+        except RegistryError as exc:
+            return Support.no(str(exc))
+        return Support.yes()
+
+    def _from(self) -> str:
+        return f" (from {self.distribution})" if self.distribution else ""
 
     def __repr__(self) -> str:
         return f"<BackendSpec name={self.name!r} distribution={self.distribution!r} experts={self.experts!r}>"
 
 
 def _load(path: str, what: str) -> Any:
+    """Import ``"module:attr"``; anything the import raises (a plugin's ``sys.exit`` included) is a
+    ``RegistryError`` naming ``what`` and the path."""
+    from moe_oracle.errors import contained, describe_fault
+
     module, _, attr = path.partition(":")
     try:
         return getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:
         raise RegistryError(f"{what}: cannot load {path!r}: {exc}") from exc
+    except BaseException as exc:
+        if not contained(exc):
+            raise
+        raise RegistryError(f"{what}: cannot load {path!r}: importing it raised {describe_fault(exc)}") from exc

@@ -170,11 +170,33 @@ def dtypes(*names: str) -> Check:
                  lambda c, p: f"supports dtype {'/'.join(names)}, config has {dtype_name(c.dtype)}")
 
 
-def first_failure(checks: Iterable[Check], config: MoEConfig, platform: Platform) -> Support:
-    """Run checks in order; the first failure, or ``Support.yes()`` carrying the passing checks' notes."""
+def run_check(c: Check, config: MoEConfig, platform: Platform, *, source: str = "") -> Support:
+    """``c(config, platform)``, contained: a check that raises (``SystemExit`` included) or returns
+    something that is not a ``Support`` fails with that as its reason, naming ``source`` (the
+    distribution that declared it), so one broken plugin never stops a selection."""
+    from moe_oracle.errors import contained, describe_fault
+
+    who = f" (from {source})" if source else ""
+    try:
+        result = c(config, platform)
+    except BaseException as exc:
+        if not contained(exc):
+            raise
+        return Support.no(f"support check {c.describe!r}{who} raised {describe_fault(exc)}")
+    if not isinstance(result, Support):
+        return Support.no(f"support check {c.describe!r}{who} returned {type(result).__name__}, not a Support")
+    if not isinstance(result.reason, str):
+        return Support.no(f"support check {c.describe!r}{who} returned a Support whose reason is "
+                          f"{type(result.reason).__name__}, not a str")
+    return result
+
+
+def first_failure(checks: Iterable[Check], config: MoEConfig, platform: Platform, *, source: str = "") -> Support:
+    """Run checks in order; the first failure, or ``Support.yes()`` carrying the passing checks' notes.
+    Each runs through ``run_check``: a faulty check is a failure naming ``source``."""
     notes = []
     for c in checks:
-        result = c(config, platform)
+        result = run_check(c, config, platform, source=source)
         if not result.ok:
             return result
         if result.reason:

@@ -25,6 +25,7 @@ from typing import Any
 from moe_oracle.config.moe import DTYPES, GPT_OSS_SWIGLU_LIMIT, MoEConfig
 from moe_oracle.config.quant import GROUP_SIZES, UNQUANTIZED_NAMES, QuantScheme
 from moe_oracle.config.routing import RoutingConfig
+from moe_oracle.config.validate import finite_float, positive_int, show
 from moe_oracle.errors import ConfigError
 
 Json = Mapping[str, Any]
@@ -78,9 +79,20 @@ def _load(source: str | os.PathLike[str] | Json) -> Json:
     if not path.is_file():
         raise ConfigError("source", f"no config.json at {path}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConfigError("source", f"cannot read {path}: {err.strerror or err}") from err
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError("source", f"{path} is not UTF-8 text (byte {err.start}: {err.reason}); "
+                          "config.json files are UTF-8 JSON") from None
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as err:
         raise ConfigError("source", f"{path} is not valid JSON: {err}") from err
+    except (ValueError, RecursionError) as err:  # e.g. an int longer than sys.get_int_max_str_digits()
+        raise ConfigError("source", f"{path} is not usable JSON: {err}") from err
     if not isinstance(data, Mapping):
         raise ConfigError("source", f"{path} holds a JSON {type(data).__name__}, expected an object")
     return data
@@ -89,14 +101,14 @@ def _load(source: str | os.PathLike[str] | Json) -> Json:
 def _text_config(outer: Json) -> tuple[Json, Family]:
     """The dict holding the MoE fields: the file itself, or its ``text_config`` (multimodal wrappers)."""
     model_type = outer.get("model_type")
-    if model_type in FAMILIES:
+    if isinstance(model_type, str) and model_type in FAMILIES:
         return outer, FAMILIES[model_type]
     inner = outer.get("text_config")
-    if isinstance(inner, Mapping) and inner.get("model_type") in FAMILIES:
+    if isinstance(inner, Mapping) and isinstance(inner.get("model_type"), str) and inner["model_type"] in FAMILIES:
         return inner, FAMILIES[inner["model_type"]]
     if model_type is None:
         raise ConfigError("model_type", "missing from config.json", allowed=sorted(FAMILIES))
-    raise ConfigError("model_type", f"unsupported model_type {model_type!r}", allowed=sorted(FAMILIES))
+    raise ConfigError("model_type", f"unsupported model_type {show(model_type)}", allowed=sorted(FAMILIES))
 
 
 def _dtype(text: Json, outer: Json) -> str:
@@ -117,6 +129,8 @@ def _pick(cfg: Json, keys: tuple[str, ...], *, model_type: str, target: str) -> 
     present = [k for k in keys if cfg.get(k) is not None]
     if not present:
         raise ConfigError(keys[0], f"missing from the {model_type} config.json (it gives MoEConfig.{target})")
+    for k in present:
+        positive_int(k, cfg[k])
     if any(cfg[k] != cfg[present[0]] for k in present):
         shown = ", ".join(f"{k}={cfg[k]!r}" for k in present)
         raise ConfigError(keys[0], f"contradicting keys {shown}")
@@ -154,8 +168,8 @@ _HIDDEN_ACTS = {"silu": "silu", "swish": "silu", "gelu": "gelu"}
 def _gated_hidden_act(cfg: Json) -> dict[str, Any]:
     """Mixtral, Qwen and DeepSeek experts are act(gate) * up with ``hidden_act`` (default silu)."""
     act = cfg.get("hidden_act", "silu")
-    if act not in _HIDDEN_ACTS:
-        raise ConfigError("hidden_act", f"unsupported expert activation {act!r}", allowed=sorted(_HIDDEN_ACTS))
+    if not isinstance(act, str) or act not in _HIDDEN_ACTS:
+        raise ConfigError("hidden_act", f"unsupported expert activation {show(act)}", allowed=sorted(_HIDDEN_ACTS))
     return {"activation": _HIDDEN_ACTS[act]}
 
 
@@ -195,10 +209,13 @@ class _DeepSeekRouting:
     def __call__(self, cfg: Json) -> RoutingConfig:
         get = lambda key: cfg[key] if cfg.get(key) is not None else self.defaults.get(key)
         scoring, method = get("scoring_func"), get("topk_method")
-        if scoring not in ("softmax", "sigmoid"):
-            raise ConfigError("scoring_func", f"unsupported {scoring!r}", allowed=("softmax", "sigmoid"))
-        if method not in _TOPK_METHODS:
-            raise ConfigError("topk_method", f"unsupported {method!r}", allowed=_TOPK_METHODS)
+        if not isinstance(scoring, str) or scoring not in ("softmax", "sigmoid"):
+            raise ConfigError("scoring_func", f"unsupported {show(scoring)}", allowed=("softmax", "sigmoid"))
+        if not isinstance(method, str) or method not in _TOPK_METHODS:
+            raise ConfigError("topk_method", f"unsupported {show(method)}", allowed=_TOPK_METHODS)
+        for key in ("n_group", "topk_group"):
+            if get(key) is not None:
+                positive_int(key, get(key))
         groups = topk_groups = None
         if method != "greedy" and (get("n_group") or 1) > 1:
             groups, topk_groups = get("n_group"), get("topk_group")
@@ -223,12 +240,11 @@ _DEEPSEEK_V3 = _DeepSeekRouting({"scoring_func": "sigmoid", "topk_method": "noau
 
 
 def _number(cfg: Json, key: str, default: float) -> float:
+    """A finite, positive number (both keys read with it are scale factors / limits)."""
     value = cfg.get(key)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(key, f"must be a number, got {value!r}")
-    return float(value)
+    return finite_float(key, value, positive=True)
 
 
 def _flag(cfg: Json, key: str, default: bool) -> bool:
@@ -236,7 +252,7 @@ def _flag(cfg: Json, key: str, default: bool) -> bool:
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise ConfigError(key, f"must be true or false, got {value!r}")
+        raise ConfigError(key, f"must be true or false, got {show(value)}")
     return value
 
 
@@ -269,24 +285,27 @@ def quant_from_hf(qc: Json | None) -> str | None:
     if not isinstance(qc, Mapping):
         raise ConfigError("quantization_config", f"expected an object, got {type(qc).__name__}")
     method = qc.get("quant_method")
-    if method not in QUANT_METHODS:
-        raise ConfigError("quantization_config.quant_method", f"unsupported {method!r}", allowed=sorted(QUANT_METHODS))
+    if not isinstance(method, str) or method not in QUANT_METHODS:
+        raise ConfigError("quantization_config.quant_method", f"unsupported {show(method)}",
+                          allowed=sorted(QUANT_METHODS))
     return QUANT_METHODS[method](qc)
 
 
 def _fp8(qc: Json) -> str:
     """``quant_method: fp8`` (DeepSeek-V3, Qwen3-FP8): block-scaled with ``weight_block_size``, else per tensor."""
     fmt = qc.get("fmt", "e4m3")
-    if fmt != "e4m3":
-        raise ConfigError("quantization_config.fmt", f"unsupported fp8 format {fmt!r}", allowed=("e4m3",))
+    if not isinstance(fmt, str) or fmt != "e4m3":
+        raise ConfigError("quantization_config.fmt", f"unsupported fp8 format {show(fmt)}", allowed=("e4m3",))
     scheme = qc.get("activation_scheme", "dynamic")
-    if scheme not in ("dynamic", "static"):
-        raise ConfigError("quantization_config.activation_scheme", f"unsupported {scheme!r}", allowed=("dynamic", "static"))
+    if not isinstance(scheme, str) or scheme not in ("dynamic", "static"):
+        raise ConfigError("quantization_config.activation_scheme", f"unsupported {show(scheme)}",
+                          allowed=("dynamic", "static"))
     block = qc.get("weight_block_size")
     if block is None:
         return "fp8_tensor" if scheme == "dynamic" else "fp8_tensor_static"
-    if list(block) != [128, 128]:
-        raise ConfigError("quantization_config.weight_block_size", f"unsupported block {block!r}", allowed=("[128, 128]",))
+    if not isinstance(block, (list, tuple)) or list(block) != [128, 128]:
+        raise ConfigError("quantization_config.weight_block_size", f"unsupported block {show(block)}",
+                          allowed=("[128, 128]",))
     if scheme != "dynamic":
         raise ConfigError("quantization_config.activation_scheme", "block-scaled fp8 needs dynamic activations, got 'static'")
     return "fp8_block"
@@ -296,8 +315,8 @@ def _modelopt(qc: Json) -> str:
     """NVIDIA ModelOpt checkpoints: ``quant_algo`` at the top or under ``quantization``."""
     nested = qc.get("quantization")
     algo = qc.get("quant_algo") or (nested.get("quant_algo") if isinstance(nested, Mapping) else None)
-    if algo not in _MODELOPT_ALGOS:
-        raise ConfigError("quantization_config.quant_algo", f"unsupported {algo!r}", allowed=sorted(_MODELOPT_ALGOS))
+    if not isinstance(algo, str) or algo not in _MODELOPT_ALGOS:
+        raise ConfigError("quantization_config.quant_algo", f"unsupported {show(algo)}", allowed=sorted(_MODELOPT_ALGOS))
     return _MODELOPT_ALGOS[algo]
 
 
@@ -318,8 +337,19 @@ class _Operand:
     block: tuple[int, ...] | None
 
     @classmethod
-    def read(cls, args: Json, *, nvfp4_format: bool) -> _Operand:
-        """fp4 in groups of 16 reads as nvfp4's ``tensor_group`` (a global scale over group scales)."""
+    def read(cls, args: Json, *, nvfp4_format: bool, where: str = "") -> _Operand:
+        """fp4 in groups of 16 reads as nvfp4's ``tensor_group`` (a global scale over group scales).
+        Each key must have its JSON type (``ConfigError`` naming ``where.key`` otherwise)."""
+        _typed(args, where, "type", str)
+        _typed(args, where, "strategy", str)
+        _typed(args, where, "symmetric", bool)
+        for key in ("num_bits", "group_size"):
+            if args.get(key) is not None:
+                positive_int(f"{where}.{key}" if where else key, args[key])
+        block = args.get("block_structure")
+        if block is not None and not (isinstance(block, (list, tuple)) and len(block) == 2
+                                      and all(isinstance(b, int) and not isinstance(b, bool) for b in block)):
+            raise ConfigError(f"{where}.block_structure", f"expected two ints, got {show(block)}")
         kind, bits, strategy, size = args.get("type", "int"), args.get("num_bits"), args.get("strategy"), args.get("group_size")
         if kind == "float" and bits == 4 and (nvfp4_format or (strategy in ("group", "tensor_group") and size == 16)):
             strategy = "tensor_group"
@@ -367,6 +397,13 @@ def _compressed_tensors(qc: Json) -> str:
 
 
 def _expert_group(groups: Json) -> str:
+    for name, g in groups.items():
+        if not isinstance(g, Mapping):
+            raise ConfigError(f"quantization_config.config_groups.{name}", f"expected an object, got {type(g).__name__}")
+        targets = g.get("targets")
+        if targets is not None and not (isinstance(targets, list) and all(isinstance(t, str) for t in targets)):
+            raise ConfigError(f"quantization_config.config_groups.{name}.targets",
+                              f"expected a list of str, got {show(targets)}")
     if len(groups) == 1:
         return next(iter(groups))
     targets = {name: [str(t) for t in (g.get("targets") or ())] for name, g in groups.items()}
@@ -381,10 +418,12 @@ def _expert_group(groups: Json) -> str:
 def _ct_group(where: str, group: Json, fmt: str | None) -> str:
     weights, acts = group.get("weights"), group.get("input_activations")
     if not isinstance(weights, Mapping):
-        raise ConfigError(f"{where}.weights", "missing")
+        raise ConfigError(f"{where}.weights", "missing" if weights is None else f"expected an object, got {show(weights)}")
+    if acts is not None and not isinstance(acts, Mapping):
+        raise ConfigError(f"{where}.input_activations", f"expected an object or null, got {show(acts)}")
     nvfp4_format = group.get("format", fmt) == "nvfp4-pack-quantized"
-    w = _Operand.read(weights, nvfp4_format=nvfp4_format)
-    a = None if acts is None else _Operand.read(acts, nvfp4_format=nvfp4_format)
+    w = _Operand.read(weights, nvfp4_format=nvfp4_format, where=f"{where}.weights")
+    a = None if acts is None else _Operand.read(acts, nvfp4_format=nvfp4_format, where=f"{where}.input_activations")
     scheme = _CT_SCHEMES.get((w.key, None if a is None else (*a.key, a.dynamic)))
     if scheme is None:
         raise ConfigError(where, f"weights {w} with activations {a or 'unquantized'} is not a supported scheme",
@@ -415,6 +454,12 @@ def _ct_options(where: str, scheme: str, w: _Operand, a: _Operand | None) -> str
     if scheme == "fp8_block" and a is not None and a.group_size != 128:
         raise ConfigError(f"{where}.input_activations.group_size", f"fp8_block needs 128, got {a.group_size!r}")
     return scheme
+
+
+def _typed(args: Json, where: str, key: str, kind: type) -> None:
+    value = args.get(key)
+    if value is not None and not isinstance(value, kind):
+        raise ConfigError(f"{where}.{key}" if where else key, f"expected a {kind.__name__}, got {show(value)}")
 
 
 QUANT_METHODS: dict[str, Callable[[Json], str]] = {

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from moe_oracle.config.parallel import ParallelConfig
 from moe_oracle.config.quant import UNQUANTIZED_NAMES, QuantScheme
 from moe_oracle.config.routing import RoutingConfig
-from moe_oracle.config.validate import one_of, positive_int
+from moe_oracle.config.validate import boolean, finite_float, one_of, positive_int, show
 from moe_oracle.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -68,6 +68,8 @@ class MoEConfig:
         if self.top_k > self.num_experts:
             raise ConfigError("top_k", f"{self.top_k} exceeds num_experts={self.num_experts}")
         one_of("activation", self.activation, ACTIVATIONS)
+        boolean("has_bias", self.has_bias)
+        boolean("apply_router_weight_on_input", self.apply_router_weight_on_input)
         if self.apply_router_weight_on_input and self.top_k != 1:
             raise ConfigError(
                 "apply_router_weight_on_input",
@@ -77,7 +79,7 @@ class MoEConfig:
         set_("dtype", _as_dtype(self.dtype))
         gated = self.activation not in _UNGATED_ONLY if self.is_gated is None else self.is_gated
         if not isinstance(gated, bool):
-            raise ConfigError("is_gated", f"must be a bool, got {gated!r}")
+            raise ConfigError("is_gated", f"must be a bool (True or False) or None, got {show(gated)}")
         if gated and self.activation in _UNGATED_ONLY:
             raise ConfigError("is_gated", f"activation {self.activation!r} is not gated")
         if not gated and self.activation in _GATED_ONLY:
@@ -102,6 +104,9 @@ class MoEConfig:
         return scheme
 
     def _check_swiglu(self, set_: Any) -> None:
+        for name in ("swiglu_alpha", "swiglu_limit"):
+            if getattr(self, name) is not None:
+                finite_float(name, getattr(self, name), positive=name == "swiglu_limit")
         if self.activation == "swigluoai":
             if self.swiglu_alpha is None:
                 set_("swiglu_alpha", GPT_OSS_SWIGLU_ALPHA)
@@ -109,7 +114,7 @@ class MoEConfig:
                 set_("swiglu_limit", GPT_OSS_SWIGLU_LIMIT)
         elif self.swiglu_alpha is not None:
             raise ConfigError("swiglu_alpha", f"only applies to activation 'swigluoai', not {self.activation!r}")
-        if self.swiglu_limit is not None and (not self.is_gated or self.swiglu_limit <= 0):
+        if self.swiglu_limit is not None and not self.is_gated:
             raise ConfigError("swiglu_limit", f"needs a gated activation and a positive limit, got {self.swiglu_limit!r}")
 
     def _check_sharding(self) -> None:
@@ -121,6 +126,14 @@ class MoEConfig:
         group = self.quant.group_size if self.quant is not None else None
         if group and self.hidden_size % group:
             raise ConfigError("hidden_size", f"{self.hidden_size} is not a multiple of the quant group size {group}")
+        if self.quant is not None and self.quant.weight_bits == 4:
+            # Packed 4-bit weights hold two values per byte along the input dimension: H for w13, I for w2.
+            for name, size in (("hidden_size", self.hidden_size),
+                               ("intermediate_size", self.intermediate_size_per_partition)):
+                if size % 2:
+                    per = " per tensor-parallel rank" if name == "intermediate_size" and tp > 1 else ""
+                    raise ConfigError(name, f"{size}{per} is odd; {self.quant.name} packs two 4-bit weights per "
+                                      "byte along it, so it must be even")
 
     def _check_routing(self) -> None:
         groups = self.routing.num_expert_groups

@@ -7,6 +7,7 @@ gives the same config. Override ``quant=`` for another scheme, e.g. ``preset("gp
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from moe_oracle.config.hf import apply_overrides
@@ -14,6 +15,7 @@ from moe_oracle.config.moe import MoEConfig
 from moe_oracle.config.routing import RoutingConfig
 from moe_oracle.errors import ConfigError
 
+_MOE_FIELDS = tuple(f.name for f in dataclasses.fields(MoEConfig))
 _DEEPSEEK_V3_ROUTING = RoutingConfig(
     scoring="sigmoid", renormalize=True, num_expert_groups=8, topk_groups=4,
     score_correction_bias=True, routed_scaling_factor=2.5,
@@ -49,4 +51,7 @@ def preset(name: str, **overrides: Any) -> MoEConfig:
     key = name.strip().lower()
     if key not in PRESETS:
         raise ConfigError("preset", f"unknown preset {name!r}", allowed=sorted(PRESETS))
+    unknown = sorted(set(overrides) - set(_MOE_FIELDS))
+    if unknown:
+        raise ConfigError("overrides", f"unknown MoEConfig field(s) {', '.join(unknown)}", allowed=_MOE_FIELDS)
     return MoEConfig(**apply_overrides(PRESETS[key], overrides))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from moe_oracle.config.validate import one_of, positive_int
+from moe_oracle.config.validate import boolean, finite_float, one_of, positive_int
 from moe_oracle.errors import ConfigError
 
 Scoring = Literal["softmax", "sigmoid"]
@@ -34,20 +34,22 @@ class RoutingConfig:
 
     def __post_init__(self) -> None:
         one_of("routing.scoring", self.scoring, ("softmax", "sigmoid"))
-        if (self.num_expert_groups is None) != (self.topk_groups is None):
+        for name in ("renormalize", "softmax_after_topk", "score_correction_bias"):
+            boolean(f"routing.{name}", getattr(self, name))
+        for name in ("num_expert_groups", "topk_groups"):
+            if getattr(self, name) is not None:
+                positive_int(f"routing.{name}", getattr(self, name))
+        if self.num_expert_groups is None and self.topk_groups is not None:
+            raise ConfigError("routing.num_expert_groups", "num_expert_groups and topk_groups must be given together")
+        if self.num_expert_groups is not None and self.topk_groups is None:
+            raise ConfigError("routing.topk_groups", "num_expert_groups and topk_groups must be given together")
+        if self.num_expert_groups is not None and self.topk_groups is not None \
+                and self.topk_groups > self.num_expert_groups:
             raise ConfigError("routing.topk_groups",
-                              "num_expert_groups and topk_groups must be given together")
-        if self.num_expert_groups is not None and self.topk_groups is not None:
-            positive_int("routing.num_expert_groups", self.num_expert_groups)
-            positive_int("routing.topk_groups", self.topk_groups)
-            if self.topk_groups > self.num_expert_groups:
-                raise ConfigError("routing.topk_groups",
-                                  f"{self.topk_groups} exceeds num_expert_groups={self.num_expert_groups}")
+                              f"{self.topk_groups} exceeds num_expert_groups={self.num_expert_groups}")
         if self.softmax_after_topk and self.scoring != "softmax":
             raise ConfigError("routing.softmax_after_topk", "needs scoring='softmax'")
-        if not isinstance(self.routed_scaling_factor, (int, float)) or self.routed_scaling_factor <= 0:
-            raise ConfigError("routing.routed_scaling_factor",
-                              f"must be a positive number, got {self.routed_scaling_factor!r}")
+        finite_float("routing.routed_scaling_factor", self.routed_scaling_factor, positive=True)
 
     @property
     def grouped(self) -> bool:

@@ -12,11 +12,20 @@ import dataclasses
 import enum
 import logging
 import os
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from moe_oracle.config.quant import SCHEME_NAMES, QuantScheme
-from moe_oracle.errors import NoBackendError, UnknownBackendError, UnsupportedBackendError
+from moe_oracle.errors import (
+    ConfigError,
+    MoEOracleError,
+    NoBackendError,
+    RegistryError,
+    UnknownBackendError,
+    UnsupportedBackendError,
+    contained,
+    describe_fault,
+)
 from moe_oracle.kernel.modular import FusedMoEKernel, LocalPrepareFinalize, PrepareFinalize
 from moe_oracle.kernel.quant_config import QuantConfig, QuantDesc
 from moe_oracle.kernel.weights import CanonicalWeights, KernelWeights, canonical_kernel_weights
@@ -34,6 +43,7 @@ from moe_oracle.oracle.report import (
 from moe_oracle.platform import Platform
 from moe_oracle.priority import merge_order
 from moe_oracle.registry import Registry, registry
+from moe_oracle.support import Support
 
 if TYPE_CHECKING:
     from moe_oracle.config.moe import MoEConfig
@@ -41,6 +51,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("moe_oracle")
 _CACHE_LIMIT = 4096
+_T = TypeVar("_T")
 
 
 class MoEKernelOracle:
@@ -120,8 +131,12 @@ class MoEKernelOracle:
                   exclude: str | Iterable[str] | None,
                   prefer: str | Iterable[str] | None) -> tuple[SelectionReport, BackendSpec | None]:
         reg = self.registry
+        _check_config(config)
         if platform is None:
             platform = default_platform(reg)
+        elif not isinstance(platform, Platform):
+            raise ConfigError("platform", f"expected a moe_oracle.Platform or None (e.g. Platform.simulate"
+                              f"({str(platform)!r}) or Platform.parse(...)), got {type(platform).__name__}")
         overrides = resolve_overrides(backend=backend, exclude=_freeze(exclude), prefer=_freeze(prefer),
                                       known=reg.names())
         key = (config, platform, overrides, reg.generation, _environment(reg))
@@ -156,9 +171,13 @@ class MoEKernelOracle:
                 rows.append(CandidateReport(spec.name, spec.distribution, r.rank, EXCLUDED,
                                             f"excluded by {overrides.source('exclude')}", hints))
                 continue
-            support = spec.supports(config, platform)
-            status = USABLE if support.ok else REJECTED
+            hints += tuple(HintRecord(h.source, "ignored", why) for h, why in r.ignored)
+            support = support_of(spec, config, platform)
             wanted = overrides.backend is None or overrides.backend == spec.name
+            if support.ok and chosen is None and wanted:
+                resolved = spec.resolve()  # imports its experts and converter: a broken plugin is rejected here
+                support = support if resolved.ok else resolved
+            status = USABLE if support.ok else REJECTED
             if support.ok and chosen is None and wanted:
                 chosen, status = spec, SELECTED
             reason = support.reason
@@ -179,10 +198,11 @@ class MoEKernelOracle:
         converter = spec.load_converter()
         if converter is None:
             return canonical_kernel_weights(weights, config, backend=spec.name)
-        converted = converter(weights, config)
+        converted = _call_plugin(spec, f"converter {spec.converter}", converter, weights, config)
         if not isinstance(converted, KernelWeights) or converted.backend != spec.name:
-            raise TypeError(f"converter {spec.converter} must return KernelWeights(backend={spec.name!r}), "
-                            f"got {converted!r}")
+            raise RegistryError(f"converter {spec.converter} (from {spec.distribution or '?'}) must return "
+                                f"KernelWeights(backend={spec.name!r}), got {type(converted).__name__}"
+                                + (f" for backend {converted.backend!r}" if isinstance(converted, KernelWeights) else ""))
         return converted
 
     def make_quant_config(self, config: MoEConfig, weights: KernelWeights | CanonicalWeights) -> QuantConfig:
@@ -213,8 +233,46 @@ class MoEKernelOracle:
                     f"all2all={config.parallel.all2all!r}: pass the expert-parallel prepare_finalize to make_kernel; "
                     "moe-oracle ships only the local one today")
             prepare_finalize = LocalPrepareFinalize()
-        experts = spec.load_experts()(weights.config, quant_config, weights)
+        experts = _call_plugin(spec, f"experts {spec.experts}", spec.load_experts(), weights.config, quant_config,
+                               weights)
         return FusedMoEKernel(prepare_finalize, experts)
+
+
+def support_of(spec: BackendSpec, config: MoEConfig, platform: Platform) -> Support:
+    """``spec.supports(config, platform)``, contained: a spec whose ``supports`` raises or answers
+    something that is not a ``Support`` is rejected with that as its reason, naming its distribution."""
+    try:
+        support = spec.supports(config, platform)
+    except BaseException as exc:
+        if not contained(exc):
+            raise
+        return Support.no(f"support check (from {spec.distribution or '?'}) raised {describe_fault(exc)}")
+    if not isinstance(support, Support):
+        return Support.no(f"supports() (from {spec.distribution or '?'}) returned {type(support).__name__}, "
+                          "not a Support")
+    return support
+
+
+def _call_plugin(spec: BackendSpec, what: str, fn: Callable[..., _T], *args: object) -> _T:
+    """Call a plugin's converter or experts constructor; moe-oracle's own errors and ``ImportError``
+    (a vendor library missing: the plugin's own, named error) pass through, anything else it raises
+    (``SystemExit`` included) becomes a ``RegistryError`` naming the distribution."""
+    try:
+        return fn(*args)
+    except (MoEOracleError, ImportError):
+        raise
+    except BaseException as exc:
+        if not contained(exc):
+            raise
+        raise RegistryError(f"backend {spec.name!r} {what} (from {spec.distribution or '?'}) raised "
+                            f"{describe_fault(exc)}") from exc
+
+
+def _check_config(config: object) -> None:
+    from moe_oracle.config.moe import MoEConfig
+
+    if not isinstance(config, MoEConfig):
+        raise ConfigError("config", f"expected a MoEConfig (e.g. MoEConfig.preset('tiny')), got {type(config).__name__}")
 
 
 def _environment(reg: Registry) -> tuple[str | None, ...]:
@@ -227,8 +285,12 @@ def default_platform(reg: Registry) -> Platform:
     return Platform.detect(reg.libraries())
 
 
-def _freeze(value: str | Iterable[str] | None) -> str | tuple[str, ...] | None:
-    return value if value is None or isinstance(value, str) else tuple(value)
+def _freeze(value: str | Iterable[str] | None) -> object:
+    """Iterables become tuples (hashable for the cache); anything else is left for
+    ``resolve_overrides`` to reject by name."""
+    if value is None or isinstance(value, (str, bytes, bytearray)) or not isinstance(value, Iterable):
+        return value
+    return tuple(value)
 
 
 def _name(backend: str | enum.Enum | Selection) -> str:

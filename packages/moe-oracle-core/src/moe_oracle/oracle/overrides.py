@@ -28,11 +28,21 @@ class Overrides:
         return dict(self.origin).get(what, "")
 
 
-def _names(value: str | Iterable[str] | None) -> tuple[str, ...]:
+def _names(value: object, what: str, known: tuple[str, ...]) -> tuple[str, ...]:
+    """``"a,b"`` or an iterable of names -> lowercase names; anything else is a ``ConfigError``."""
     if value is None:
         return ()
-    items = value.split(",") if isinstance(value, str) else list(value)
-    return tuple(n.strip().lower() for n in items if n and n.strip())
+    if isinstance(value, str):
+        items: list[object] = list(value.split(","))
+    elif isinstance(value, Iterable) and not isinstance(value, (bytes, bytearray)):
+        items = list(value)
+    else:
+        raise ConfigError(what, f"expected backend names (a comma-separated str or an iterable of str), "
+                          f"got {type(value).__name__}", allowed=known)
+    for n in items:
+        if not isinstance(n, str):
+            raise ConfigError(what, f"expected backend names (str), got {n!r} ({type(n).__name__})", allowed=known)
+    return tuple(n.strip().lower() for n in items if n and n.strip())  # type: ignore[union-attr]
 
 
 def resolve_overrides(*, backend: str | None, exclude: str | Iterable[str] | None,
@@ -59,8 +69,8 @@ def resolve_overrides(*, backend: str | None, exclude: str | Iterable[str] | Non
         forced = forced_raw.strip().lower()
         if forced in ("", "auto"):
             forced = None
-    excluded = _names(pick(exclude, ENV_EXCLUDE, "exclude"))  # type: ignore[arg-type]
-    preferred = _names(pick(prefer, ENV_PREFER, "prefer"))  # type: ignore[arg-type]
+    excluded = _names(pick(exclude, ENV_EXCLUDE, "exclude"), dict(origin).get("exclude", "exclude"), known)
+    preferred = _names(pick(prefer, ENV_PREFER, "prefer"), dict(origin).get("prefer", "prefer"), known)
     sources = dict(origin)
     for what, names in (("backend", (forced,) if forced else ()), ("exclude", excluded), ("prefer", preferred)):
         for name in names:

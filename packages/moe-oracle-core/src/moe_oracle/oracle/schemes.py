@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from moe_oracle.config.moe import MoEConfig
 from moe_oracle.config.quant import QuantScheme
+from moe_oracle.errors import ConfigError
 from moe_oracle.oracle.base import MoEKernelOracle
 
 
@@ -56,6 +57,8 @@ _instances: dict[str, MoEKernelOracle] = {}
 
 def oracle_for(config: MoEConfig | QuantScheme | str) -> MoEKernelOracle:
     """The process-wide oracle of a config's (or scheme's) family."""
+    if not isinstance(config, (MoEConfig, QuantScheme, str)):
+        raise ConfigError("config", f"expected a MoEConfig (or a scheme name), got {type(config).__name__}")
     family = config.scheme.family if isinstance(config, MoEConfig) else QuantScheme.parse(config).family
     oracle = _instances.get(family)
     if oracle is None:

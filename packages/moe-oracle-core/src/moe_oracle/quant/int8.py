@@ -43,7 +43,12 @@ def dequantize_int8_per_channel(data: torch.Tensor, scale: torch.Tensor) -> torc
 
 
 def quantize_int8_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Activations ``[..., K]``, one dynamic scale per token -> (int8 ``[..., K]``, float32 ``[..., 1]``)."""
+    """Activations ``[..., K]``, one dynamic scale per token -> (int8 ``[..., K]``, float32 ``[..., 1]``).
+
+    int8 has no NaN, so a token holding a NaN gets a NaN scale: it dequantizes to a NaN row instead
+    of a finite, wrong one (kernels multiply the scale into their int32 accumulators, so it stays NaN).
+    """
     x = x.float()
-    scale = safe_scale(x.abs().amax(dim=-1, keepdim=True), INT8_MAX)
-    return round_to_int8(x / scale), scale
+    amax = x.abs().amax(dim=-1, keepdim=True)                                 # NaN where the row has one
+    scale = torch.where(amax.isnan(), amax, safe_scale(amax, INT8_MAX))
+    return round_to_int8(torch.nan_to_num(x / scale, nan=0.0)), scale

@@ -1,7 +1,8 @@
 """Dynamic and static activation quantization as Triton kernels (the formats of ``moe_oracle.quant``).
 
-Scales are the dequantization multipliers ``s = amax / qmax`` in float32 (1.0 where amax is 0);
-values are ``fp8 e4m3(clamp(x / s, -448, 448))`` or ``int8(clamp(round_half_even(x / s), -128, 127))``.
+Scales are the dequantization multipliers ``s = amax / qmax`` in float32 (1.0 where amax is 0;
+NaN for an int8 row holding a NaN, which int8 cannot carry, so the row dequantizes to NaN as in
+``moe_oracle.quant.int8``); values are ``fp8 e4m3(clamp(x / s, -448, 448))`` or ``int8(clamp(round_half_even(x / s), -128, 127))``.
 Rows R, columns C; the first GEMM's input has R = T, the second's R = P pairs.
 
 - per token group (fp8_block): ``[R, C]`` -> values ``[R, C]``, scales ``[R, ceil(C/g)]``
@@ -40,22 +41,30 @@ def _quant_group_kernel(x_ptr, q_ptr, s_ptr, R, C, num_groups, stride_xr, stride
     cols = g[:, None] * GROUP + tl.arange(0, GROUP)[None, :]  # [GPP, GROUP]
     mask = (cols < C) & (g < num_groups)[:, None]
     x = tl.load(x_ptr + row * stride_xr + cols, mask=mask, other=0.0).to(tl.float32)
-    amax = tl.max(tl.abs(x), axis=1)
+    amax = tl.reduce(tl.abs(x), 1, _nan_max)
     scale = tl.where(amax > 0, amax / QMAX, 1.0)
+    if IS_INT8:  # int8 has no NaN: the group's scale carries it
+        scale = tl.where(amax != amax, amax, scale)
     q = _to_quant(x, scale[:, None], IS_INT8, ROUND_FP8)
     tl.store(q_ptr + row * stride_qr + cols, q.to(q_ptr.dtype.element_ty), mask=mask)
     tl.store(s_ptr + row * stride_sr + g, scale, mask=g < num_groups)
 
 
 @triton.jit
+def _nan_max(a, b):
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
 def _row_amax_kernel(x_ptr, amax_ptr, C, stride_xr, BLOCK_C: tl.constexpr):
+    """amax of |x| per row, NaN for a row holding a NaN (``tl.max`` would skip it on GPUs)."""
     row = tl.program_id(0).to(tl.int64)
     acc = tl.zeros((BLOCK_C,), dtype=tl.float32)
     for c0 in range(0, C, BLOCK_C):
         cols = c0 + tl.arange(0, BLOCK_C)
         x = tl.load(x_ptr + row * stride_xr + cols, mask=cols < C, other=0.0).to(tl.float32)
-        acc = tl.maximum(acc, tl.abs(x))
-    tl.store(amax_ptr + row, tl.max(acc, axis=0))
+        acc = _nan_max(acc, tl.abs(x))
+    tl.store(amax_ptr + row, tl.reduce(acc, 0, _nan_max))
 
 
 @triton.jit
@@ -70,6 +79,8 @@ def _quant_rows_kernel(x_ptr, q_ptr, s_ptr, amax_ptr, R, C, stride_xr, stride_qr
     elif MODE == 1:
         amax = tl.load(amax_ptr + row)
         scale = tl.where(amax > 0, amax / QMAX, 1.0)
+        if IS_INT8:  # int8 has no NaN: the row's scale carries it
+            scale = tl.where(amax != amax, amax, scale)
         tl.store(s_ptr + row, scale)
     else:
         acc = tl.zeros((BLOCK_R,), dtype=tl.float32)
