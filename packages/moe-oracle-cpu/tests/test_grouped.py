@@ -14,8 +14,8 @@ from moe_oracle import InputError, MoEConfig, Platform, WeightError
 from moe_oracle.kernel.weights import canonical_kernel_weights
 from moe_oracle.oracle.schemes import oracle_for
 from moe_oracle.testing import random_weights
-from moe_oracle_cpu.grouped import native
 from moe_oracle_cpu.grouped import converter as converter_module
+from moe_oracle_cpu.grouped import native
 from moe_oracle_cpu.grouped.converter import NATIVE_LAYOUT, PACKED_LAYOUT, convert, to_canonical
 from moe_oracle_cpu.grouped.experts import GroupedExperts
 

@@ -4,7 +4,6 @@ op's corner cases handled around it. Numerics against the reference are in test_
 from __future__ import annotations
 
 import dataclasses
-
 from collections.abc import Callable
 from typing import Any
 

@@ -476,9 +476,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from moe_oracle.layer import MoELayer
     from moe_oracle.oracle.schemes import oracle_for
-    from moe_oracle.testing import random_inputs, random_weights
-
     from moe_oracle.registry import registry
+    from moe_oracle.testing import random_inputs, random_weights
 
     _check_output_path("--json", args.json_out)
     _check_output_path("--plot", args.plot)

@@ -2,7 +2,8 @@
 
 Scales are the dequantization multipliers ``s = amax / qmax`` in float32 (1.0 where amax is 0;
 NaN for an int8 row holding a NaN, which int8 cannot carry, so the row dequantizes to NaN as in
-``moe_oracle.quant.int8``); values are ``fp8 e4m3(clamp(x / s, -448, 448))`` or ``int8(clamp(round_half_even(x / s), -128, 127))``.
+``moe_oracle.quant.int8``); values are ``fp8 e4m3(clamp(x / s, -448, 448))`` or
+``int8(clamp(round_half_even(x / s), -128, 127))``.
 Rows R, columns C; the first GEMM's input has R = T, the second's R = P pairs.
 
 - per token group (fp8_block): ``[R, C]`` -> values ``[R, C]``, scales ``[R, ceil(C/g)]``

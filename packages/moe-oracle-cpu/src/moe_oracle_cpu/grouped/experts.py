@@ -50,7 +50,7 @@ from moe_oracle_cpu._inputs import check_inputs
 from moe_oracle_cpu._routing import ExpertRows, sort_by_expert
 from moe_oracle_cpu._weights import ExpertWeights, bias_in, compute_dtype
 from moe_oracle_cpu.grouped import native
-from moe_oracle_cpu.grouped.converter import POST_OPS, PACKED_LAYOUT, cpu_features, layout_build
+from moe_oracle_cpu.grouped.converter import PACKED_LAYOUT, POST_OPS, cpu_features, layout_build
 from moe_oracle_cpu.grouped.spec import BACKEND
 
 # On a CPU with AMX, bf16 layers with at least this many rows per expert (T * top_k / E_l) run torch.mm
