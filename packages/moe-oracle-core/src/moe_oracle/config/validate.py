@@ -42,8 +42,8 @@ def finite_float(field: str, value: object, *, positive: bool = False) -> float:
         raise ConfigError(field, f"must be a number, got {show(value)}")
     try:
         number = float(value)
-    except OverflowError:
-        raise ConfigError(field, f"must be a finite number, got an int of {value.bit_length()} bits") from None
+    except OverflowError:  # only an int too large for a float gets here
+        raise ConfigError(field, f"must be a finite number, got an int of {int(value).bit_length()} bits") from None
     if not math.isfinite(number):
         raise ConfigError(field, f"must be a finite number, got {show(value)}")
     if positive and number <= 0:

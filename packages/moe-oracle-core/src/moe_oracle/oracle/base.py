@@ -13,7 +13,7 @@ import enum
 import logging
 import os
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from moe_oracle.config.quant import SCHEME_NAMES, QuantScheme
 from moe_oracle.errors import (
@@ -285,7 +285,7 @@ def default_platform(reg: Registry) -> Platform:
     return Platform.detect(reg.libraries())
 
 
-def _freeze(value: str | Iterable[str] | None) -> object:
+def _freeze(value: str | Iterable[str] | None) -> Any:
     """Iterables become tuples (hashable for the cache); anything else is left for
     ``resolve_overrides`` to reject by name."""
     if value is None or isinstance(value, (str, bytes, bytearray)) or not isinstance(value, Iterable):

@@ -39,10 +39,12 @@ def _names(value: object, what: str, known: tuple[str, ...]) -> tuple[str, ...]:
     else:
         raise ConfigError(what, f"expected backend names (a comma-separated str or an iterable of str), "
                           f"got {type(value).__name__}", allowed=known)
+    names: list[str] = []
     for n in items:
         if not isinstance(n, str):
             raise ConfigError(what, f"expected backend names (str), got {n!r} ({type(n).__name__})", allowed=known)
-    return tuple(n.strip().lower() for n in items if n and n.strip())  # type: ignore[union-attr]
+        names.append(n)
+    return tuple(n.strip().lower() for n in names if n.strip())
 
 
 def resolve_overrides(*, backend: str | None, exclude: str | Iterable[str] | None,

@@ -130,6 +130,7 @@ def _panels(weights: CanonicalWeights, config: MoEConfig, build: str) -> dict[st
     if config.scheme.weight is None:
         return {w13_key: native.float_panels(build, weights.w13, gate_up=gate_up),
                 "w2_panels": native.float_panels(build, weights.w2)}
+    assert weights.w13_scale is not None and weights.w2_scale is not None  # validated canonical tensors
     return {w13_key: pack_quantized(config, build, weights.w13, weights.w13_scale, weights.w13_zero_point,
                                     weights.w13_global_scale, gate_up=gate_up),
             "w2_panels": pack_quantized(config, build, weights.w2, weights.w2_scale, weights.w2_zero_point,

@@ -39,8 +39,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -89,7 +90,7 @@ _AVX512_BF16 = "avx512_bf16"
 class Library(NamedTuple):
     path: Path
     build: str
-    functions: dict[str, ctypes._CFuncPtr]
+    functions: dict[str, Callable[..., Any]]
 
 
 class Panels(NamedTuple):
@@ -185,7 +186,7 @@ _HAND_FORWARD = ([_P, _L, _I, _I, _P, _I, _P, _I, _P, _L, _I, _P, _P, _I, _P, _P
 _VEC_GEMM = ([_P, _L, _P, ctypes.POINTER(_Weights), _I, _I, _P, _I, _P, _L, _P, _P, _I], None)
 _VEC_FORWARD = ([_P, _L, _I, _I, _P, _I, _P, _I, _P, _L, _I, ctypes.POINTER(_Weights),
                  ctypes.POINTER(_Weights), _I, _P, _P, _P, _P, _P, _I, _I], _L)
-_SYMBOLS = {
+_SYMBOLS: dict[str, dict[str, tuple[list[Any], Any]]] = {
     "moe_gemm.c": {"moe_sort_rows": _SORT, "moe_gemm_bf16": _HAND_GEMM, "moe_gemm_f32": _HAND_GEMM,
                    "moe_forward_silu_bf16": _HAND_FORWARD, "moe_forward_silu_f32": _HAND_FORWARD},
     "moe_gemm_vec.c": {"moe_sort_rows": _SORT, "moe_vec_gemm": _VEC_GEMM, "moe_vec_forward_silu": _VEC_FORWARD},
