@@ -251,3 +251,13 @@ def test_a_given_dispatcher_is_used() -> None:
     layer.load_weights(**dict(random_weights(TINY, seed=0).items()))
     layer(*random_inputs(TINY, 3, seed=1))
     assert Counting.calls == 1 and layer.kernel is not None and layer.kernel.prepare_finalize is layer.prepare_finalize
+
+
+def test_layer_strict_refuses_the_reference_where_nothing_fast_fits() -> None:
+    from moe_oracle import MoELayer, NoBackendError, Platform
+
+    no_triton = Platform.simulate("cuda", capability=(8, 0), libraries={})
+    config = MoEConfig.preset("tiny")
+    with pytest.raises(NoBackendError, match=r"other than the reference experts"):
+        MoELayer(config, platform=no_triton, strict=True)
+    assert MoELayer(config, platform=no_triton, strict=False).backend == "reference"

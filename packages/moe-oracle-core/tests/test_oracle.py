@@ -295,3 +295,51 @@ def test_preset_rejects_unknown_override_names() -> None:
                                                     "num_experts, top_k")) as info:
         MoEConfig.preset("tiny", num_expert=4)
     assert info.value.field == "overrides"
+
+
+@pytest.fixture
+def slow_only() -> UnquantizedOracle:
+    """A fast backend that Ampere rejects, and the reference experts."""
+    reg = Registry()
+    reg.register_all([
+        BackendSpec(name="fast", experts=EXPERTS, vendors=frozenset({"cuda"}), schemes=frozenset({"bf16"}), rank=10,
+                    checks=(capability_at_least(9, 0),)),
+        BackendSpec(name="reference", experts=EXPERTS, vendors=frozenset({"cuda"}), schemes=frozenset({"bf16"}),
+                    rank=100),
+    ], source="test-pkg")
+    return UnquantizedOracle(reg)
+
+
+def test_the_reference_chosen_for_want_of_a_fast_backend_warns(slow_only: UnquantizedOracle,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.delenv("MOE_ORACLE_STRICT", raising=False)
+    config = CONFIG.replace(top_k=3)                        # a config no other test warned about (warned once)
+    with caplog.at_level("WARNING", logger="moe_oracle"):
+        assert slow_only.select_backend(config, AMPERE).backend == "reference"
+    assert "only the reference experts (for correctness, orders of magnitude slower) fit bf16 on cuda; fast: " \
+           "needs capability >= 9.0, have 8.0" in caplog.text
+    report = slow_only.explain(config, AMPERE)
+    assert "WARNING: only the reference experts" in report.render(width=None)
+    assert report.to_dict()["warning"] == report.slow_warning
+    assert slow_only.explain(config, HOPPER).slow_warning == ""                       # fast fits there
+    assert slow_only.explain(config, AMPERE, backend="reference").slow_warning == ""  # asked for it
+
+
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_strict_refuses_the_reference(slow_only: UnquantizedOracle, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    monkeypatch.setenv("MOE_ORACLE_STRICT", "1" if how == "environment" else "0")
+    with pytest.raises(NoBackendError, match=r"no MoE backend fits for bf16 on .* other than the reference experts "
+                                             r"\(strict: MOE_ORACLE_STRICT or strict=True\).*\n  fast: needs capability"):
+        slow_only.select_backend(CONFIG, AMPERE, strict=True if how == "argument" else None)
+    assert slow_only.select_backend(CONFIG, AMPERE, backend="reference", strict=True).backend == "reference"
+    assert slow_only.select_backend(CONFIG, HOPPER, strict=True).backend == "fast"
+
+
+def test_strict_values_are_checked(slow_only: UnquantizedOracle, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOE_ORACLE_STRICT", "maybe")
+    with pytest.raises(ConfigError, match=r"MOE_ORACLE_STRICT: unknown value 'maybe'"):
+        slow_only.select_backend(CONFIG, HOPPER)
+    monkeypatch.delenv("MOE_ORACLE_STRICT")
+    with pytest.raises(ConfigError, match=r"strict: must be a bool or None, got 'yes'"):
+        slow_only.select_backend(CONFIG, HOPPER, strict="yes")  # type: ignore[arg-type]

@@ -73,9 +73,13 @@ if TYPE_CHECKING:
 
 
 def select(config: MoEConfig, platform: Platform | None = None, backend: str | None = None, *,
-           exclude: str | Iterable[str] | None = None, prefer: str | Iterable[str] | None = None) -> Selection:
-    """Choose the backend for ``config`` on ``platform`` (the real machine by default)."""
-    return oracle_for(config).select_backend(config, platform, backend=backend, exclude=exclude, prefer=prefer)
+           exclude: str | Iterable[str] | None = None, prefer: str | Iterable[str] | None = None,
+           strict: bool | None = None) -> Selection:
+    """Choose the backend for ``config`` on ``platform`` (the real machine by default). The reference
+    experts chosen for want of anything faster log a WARNING, or raise ``NoBackendError`` with
+    ``strict=True`` / ``MOE_ORACLE_STRICT=1``."""
+    return oracle_for(config).select_backend(config, platform, backend=backend, exclude=exclude, prefer=prefer,
+                                             strict=strict)
 
 
 def explain(config: MoEConfig, platform: Platform | None = None, backend: str | None = None, *,

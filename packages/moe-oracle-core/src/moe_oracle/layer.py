@@ -43,7 +43,7 @@ class MoELayer(torch.nn.Module):
 
     def __init__(self, config: MoEConfig, backend: str | None = None, platform: Platform | None = None, *,
                  exclude: str | Iterable[str] | None = None, prefer: str | Iterable[str] | None = None,
-                 prepare_finalize: PrepareFinalize | None = None) -> None:
+                 prepare_finalize: PrepareFinalize | None = None, strict: bool | None = None) -> None:
         """``prepare_finalize`` is the expert-parallel dispatcher for ``config.parallel.all2all``; the
         local one is used when it is ``None``, which only fits configs without all-to-all."""
         super().__init__()
@@ -57,7 +57,7 @@ class MoELayer(torch.nn.Module):
         self.config = config
         self.oracle = oracle_for(config)
         self.selection: Selection = self.oracle.select_backend(config, platform, backend=backend,
-                                                               exclude=exclude, prefer=prefer)
+                                                               exclude=exclude, prefer=prefer, strict=strict)
         self.canonical: CanonicalWeights | None = None
         self.kernel_weights: KernelWeights | None = None
         self.kernel: FusedMoEKernel | None = None

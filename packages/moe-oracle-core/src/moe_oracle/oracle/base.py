@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -115,9 +116,21 @@ class MoEKernelOracle:
 
     def select_backend(self, config: MoEConfig, platform: Platform | None = None, *, backend: str | None = None,
                        exclude: str | Iterable[str] | None = None,
-                       prefer: str | Iterable[str] | None = None) -> Selection:
-        """Choose now; raise ``UnsupportedBackendError`` / ``NoBackendError`` with every reason."""
+                       prefer: str | Iterable[str] | None = None, strict: bool | None = None) -> Selection:
+        """Choose now; raise ``UnsupportedBackendError`` / ``NoBackendError`` with every reason.
+
+        When only the reference experts fit (and were not forced), a WARNING on ``moe_oracle`` says why
+        each faster backend was rejected; with ``strict`` (``None``: ``MOE_ORACLE_STRICT``) that is a
+        ``NoBackendError`` instead."""
+        strict = strict_mode(strict)
         report, spec = self._evaluate(config, platform, backend, exclude, prefer)
+        if spec is not None and report.slow_warning:
+            if strict:
+                reasons = {c.name: c.reason for c in report.candidates if c.name != spec.name}
+                raise NoBackendError(reasons or {"(none)": "no other backend serves this vendor"},
+                                     context=f"{config.scheme.name} on {report.platform.describe()} other than the "
+                                             f"reference experts (strict: {STRICT_ENV} or strict=True)")
+            _warn_slow(report.slow_warning)
         if spec is None:
             forced = report.overrides.backend
             if forced is not None:
@@ -236,6 +249,29 @@ class MoEKernelOracle:
         experts = _call_plugin(spec, f"experts {spec.experts}", spec.load_experts(), weights.config, quant_config,
                                weights)
         return FusedMoEKernel(prepare_finalize, experts)
+
+
+STRICT_ENV = "MOE_ORACLE_STRICT"
+_STRICT_VALUES = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
+                  "off": False, "": False}
+
+
+def strict_mode(strict: bool | None) -> bool:
+    """``strict`` itself, or ``MOE_ORACLE_STRICT`` when it is None; anything else is a ``ConfigError``."""
+    if strict is None:
+        value = os.environ.get(STRICT_ENV, "0")
+        if value.strip().lower() not in _STRICT_VALUES:
+            raise ConfigError(STRICT_ENV, f"unknown value {value!r}", allowed=("1", "0", "true", "false"))
+        return _STRICT_VALUES[value.strip().lower()]
+    if not isinstance(strict, bool):
+        raise ConfigError("strict", f"must be a bool or None, got {strict!r}")
+    return strict
+
+
+@functools.lru_cache(maxsize=256)
+def _warn_slow(message: str) -> None:
+    """Once per distinct message (config and platform), not once per layer of a model."""
+    logger.warning("moe-oracle: %s", message)
 
 
 def support_of(spec: BackendSpec, config: MoEConfig, platform: Platform) -> Support:

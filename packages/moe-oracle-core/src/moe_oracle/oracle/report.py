@@ -41,6 +41,9 @@ class CandidateReport:
     hints: tuple[HintRecord, ...] = ()
 
 
+REFERENCE = "reference"
+
+
 @dataclass(frozen=True)
 class SelectionReport:
     """What ``explain`` returns: candidates in merged order, the winner, overrides, plugin failures.
@@ -59,6 +62,17 @@ class SelectionReport:
     plugin_failures: tuple[PluginFailure, ...] = ()
     other_vendors: tuple[tuple[str, str], ...] = field(default=())
     none_reason: str = ""
+
+    @property
+    def slow_warning(self) -> str:
+        """Non-empty when the reference experts (for correctness, orders of magnitude slower) were
+        chosen without being forced: why every faster candidate was rejected or excluded."""
+        if self.chosen != REFERENCE or self.overrides.backend == REFERENCE:
+            return ""
+        others = [f"{c.name}: {c.reason}" for c in self.candidates if c.name != REFERENCE]
+        return ("only the reference experts (for correctness, orders of magnitude slower) fit "
+                f"{self.config.scheme.name} on {self.platform.vendor}; "
+                + ("; ".join(others) if others else "no other backend serves this vendor"))
 
     def candidate(self, name: str) -> CandidateReport:
         for c in self.candidates:
@@ -90,6 +104,7 @@ class SelectionReport:
             },
             "chosen": self.chosen,
             "none_reason": self.none_reason,
+            "warning": self.slow_warning,
             "overrides": {"backend": self.overrides.backend, "exclude": list(self.overrides.exclude),
                           "prefer": list(self.overrides.prefer), "origin": dict(self.overrides.origin)},
             "candidates": [
@@ -131,6 +146,8 @@ class SelectionReport:
                               note_hang=len("hint: "))
         chosen = self.chosen or (f"none ({self.none_reason})" if self.none_reason else "none")
         lines += wrap(f"chosen: {chosen}", width, subsequent="  ")
+        if self.slow_warning:
+            lines += wrap(f"WARNING: {self.slow_warning}", width, subsequent="  ")
         if self.other_vendors:
             lines += wrap("other vendors' backends: " + ", ".join(f"{n} ({v})" for n, v in self.other_vendors),
                           width, subsequent="  ")
