@@ -64,6 +64,33 @@ def test_malformed_tuned_file_names_the_file(tmp_path: Path, monkeypatch: pytest
         get_configs(config, 1, DEVICE)
 
 
+@pytest.mark.parametrize(("device", "tuned_on", "note"), [
+    ("NVIDIA H200", "NVIDIA H200", "launch configs tuned on NVIDIA H200"),
+    ("NVIDIA H200 NVL", "NVIDIA H200", "launch configs tuned on NVIDIA H200 (NVIDIA H200 NVL is in its H200 family)"),
+    ("NVIDIA GH200 480GB", "NVIDIA H200", "launch configs tuned on NVIDIA H200 (NVIDIA GH200 480GB is in its H200 family)"),
+    ("NVIDIA H100 PCIe", DEVICE, f"launch configs tuned on {DEVICE} (NVIDIA H100 PCIe is in its H100 family)"),
+    ("NVIDIA H800", DEVICE, f"launch configs tuned on {DEVICE} (NVIDIA H800 is in its H100 family)"),
+    ("NVIDIA A100-SXM4-80GB", None, "heuristic launch configs (no tuned table for NVIDIA A100-SXM4-80GB; "
+                                    "moe-oracle tune writes one)"),
+])
+def test_a_device_family_shares_its_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device: str,
+                                           tuned_on: str | None, note: str) -> None:
+    """An H200 NVL or GH200 runs the H200's tables, an H100 PCIe or H800 the H100 SXM's; explain says which."""
+    config = MoEConfig(num_experts=8, top_k=2, hidden_size=256, intermediate_size=512)
+    h100 = {"block_m": 16, "block_n": 32, "block_k": 256}
+    h200 = {"block_m": 16, "block_n": 64, "block_k": 128}
+    _write(tmp_path, config, {1: (h100, h100)})
+    (tmp_path / file_name_for(config, "NVIDIA H200")).write_text(json.dumps({"configs": {"1": {"w13": h200, "w2": h200}}}))
+    monkeypatch.setenv(configs.ENV_DIR, str(tmp_path))
+    table = configs.tuned_table(config, device)
+    assert (table.tuned_on if table else None) == tuned_on
+    if tuned_on:
+        assert get_configs(config, 1, device).w13 == TritonConfig(**(h200 if "H200" in tuned_on else h100))
+    assert configs.describe_configs(config, device) == note
+    platform = Platform.simulate("cuda", capability=(9, 0), device_name=device)
+    assert moe_oracle.explain(config, platform).candidate("triton").reason == note
+
+
 def test_environment_directory_comes_before_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(configs.ENV_DIR, str(tmp_path))
     assert configs.search_dirs()[0] == tmp_path

@@ -137,9 +137,70 @@ def _load(name: str, dirs: tuple[Path, ...]) -> dict[int, LayerConfigs] | None:
     return None
 
 
+@dataclass(frozen=True)
+class DeviceFamily:
+    """Devices close enough (same SM count class, memory system and clocks) that a table tuned on one
+    serves the others better than the heuristic. ``members`` are device-name prefixes, most specific
+    first; ``tables`` the device names whose tuned files the family shares, in preference order."""
+
+    name: str
+    members: tuple[str, ...]
+    tables: tuple[str, ...]
+    reason: str
+
+
+DEVICE_FAMILIES = (
+    DeviceFamily("H200", ("NVIDIA H200", "NVIDIA GH200"), ("NVIDIA H200", "NVIDIA H200 NVL", "NVIDIA GH200 480GB"),
+                 "GH100 with HBM3e (141 GB, 4.8 TB/s): H200 SXM, H200 NVL and GH200 share tiles and pipelines"),
+    DeviceFamily("H100", ("NVIDIA H100", "NVIDIA H800"),
+                 ("NVIDIA H100 80GB HBM3", "NVIDIA H100 NVL", "NVIDIA H100 PCIe", "NVIDIA H800"),
+                 "GH100 with HBM3/HBM2e (80-94 GB): H100 SXM, NVL, PCIe and H800"),
+)
+
+
+def device_family(device_name: str) -> DeviceFamily | None:
+    name = device_name.strip()
+    return next((f for f in DEVICE_FAMILIES if any(name.startswith(m) for m in f.members)), None)
+
+
+@dataclass(frozen=True)
+class TunedTable:
+    """A tuned table and the device it was tuned on (``device_name`` itself, or a family member)."""
+
+    configs: dict[int, LayerConfigs]
+    tuned_on: str
+
+
+def tuned_table(config: MoEConfig, device_name: str) -> TunedTable | None:
+    """This layer's tuned table for this device: its own file, else one of its family's (``DEVICE_FAMILIES``),
+    else None."""
+    dirs = tuple(search_dirs())
+    family = device_family(device_name)
+    for name in (device_name, *(family.tables if family else ())):
+        table = _load(file_name_for(config, name), dirs)
+        if table:
+            return TunedTable(table, name)
+    return None
+
+
 def tuned_configs(config: MoEConfig, device_name: str) -> dict[int, LayerConfigs] | None:
-    """Every tuned entry (by M) for this layer on this device, or None when no file exists."""
-    return _load(file_name_for(config, device_name), tuple(search_dirs()))
+    """Every tuned entry (by M) for this layer on this device (or its family), or None when no file exists."""
+    table = tuned_table(config, device_name)
+    return None if table is None else table.configs
+
+
+def describe_configs(config: MoEConfig, device_name: str) -> str:
+    """Where this layer's launch configs come from on this device, for ``explain``."""
+    table = tuned_table(config, device_name)
+    if table is None:
+        family = device_family(device_name)
+        where = f"{device_name} or its {family.name} family" if family else device_name
+        return f"heuristic launch configs (no tuned table for {where}; moe-oracle tune writes one)"
+    if table.tuned_on == device_name:
+        return f"launch configs tuned on {device_name}"
+    family = device_family(device_name)
+    assert family is not None
+    return f"launch configs tuned on {table.tuned_on} ({device_name} is in its {family.name} family)"
 
 
 def get_configs(config: MoEConfig, num_tokens: int, device_name: str) -> LayerConfigs:

@@ -36,6 +36,10 @@ def _runs_here(config: MoEConfig, platform: Platform) -> Support:
         if not platform.triton_interpreter:
             return Support.no("needs TRITON_INTERPRET=1 on cpu")
         return Support.yes("runs in the Triton interpreter (TRITON_INTERPRET=1): for tests, not for speed")
+    if platform.vendor == "cuda" and platform.device_name:
+        from moe_oracle.triton.configs import describe_configs  # no torch, no triton
+
+        return Support.yes(describe_configs(config, platform.device_name))
     return Support.yes()
 
 
