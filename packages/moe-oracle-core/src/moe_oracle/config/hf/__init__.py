@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from moe_oracle.config.hf import deepseek, gpt_oss, mixtral, qwen
+from moe_oracle.config.hf import deepseek, ernie, gpt_oss, granitemoe, hunyuan, llama4, mixtral, olmoe, phimoe, qwen
 from moe_oracle.config.hf.keys import Family, Json
 from moe_oracle.config.hf.quant import QUANT_METHODS, quant_from_hf
 from moe_oracle.config.moe import DTYPES, MoEConfig
@@ -40,8 +40,8 @@ __all__ = ["FAMILIES", "QUANT_METHODS", "Family", "apply_overrides", "config_fro
 
 # model_type -> Family. Adding a family: a module (or an entry in the module of a similar family)
 # whose FAMILIES tuple holds its Family, and the module named here.
-FAMILIES: dict[str, Family] = {f.model_type: f for module in (mixtral, qwen, deepseek, gpt_oss)
-                               for f in module.FAMILIES}
+_MODULES = (mixtral, qwen, deepseek, gpt_oss, olmoe, llama4, granitemoe, ernie, hunyuan, phimoe)
+FAMILIES: dict[str, Family] = {f.model_type: f for module in _MODULES for f in module.FAMILIES}
 _MOE_FIELDS = tuple(f.name for f in dataclasses.fields(MoEConfig))
 _HF_DTYPES = ("bfloat16", "float16", "float32")
 

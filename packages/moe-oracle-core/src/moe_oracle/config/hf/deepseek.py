@@ -1,4 +1,4 @@
-"""DeepSeek-V2/V3 and the families built on its router (Kimi K2).
+"""DeepSeek-V2/V3 and the families built on its router: Kimi K2, GLM-4.5 (``glm4_moe``), dots.llm1.
 
 Shared experts (``n_shared_experts`` dense MLPs of ``moe_intermediate_size`` each, added to the
 routed output) and the first ``first_k_dense_replace`` dense layers are outside this layer:
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from moe_oracle.config.hf.keys import EXPERTS_PER_TOK, Family, Json, flag, gated_hidden_act, number
+from moe_oracle.config.hf.keys import EXPERTS_PER_TOK, Family, Json, flag, gated_hidden_act, number, optional_int
 from moe_oracle.config.routing import RoutingConfig
 from moe_oracle.config.validate import positive_int, show
 from moe_oracle.errors import ConfigError
@@ -62,10 +62,41 @@ DEEPSEEK_V2 = DeepSeekRouting({"scoring_func": "softmax", "topk_method": "greedy
 DEEPSEEK_V3 = DeepSeekRouting({"scoring_func": "sigmoid", "topk_method": "noaux_tc", "norm_topk_prob": True,
                                "routed_scaling_factor": 2.5, "n_group": 8, "topk_group": 4})
 
+
+
+@dataclass(frozen=True)
+class SigmoidBiasRouting:
+    """The DeepSeek-V3 router as transformers writes it for GLM-4.5 and dots.llm1, with no
+    ``scoring_func`` / ``topk_method`` keys read (their code has neither switch).
+
+    Sigmoid scores; the choice adds the per-expert ``e_score_correction_bias`` the checkpoint
+    always holds; grouped (a group scores the sum of its two best) when ``n_group`` > 1, keeping
+    ``topk_group`` groups; ``norm_topk_prob`` renormalizes; ``routed_scaling_factor`` scales.
+    The defaults are those of the family's transformers config class.
+    """
+
+    norm_topk_prob: bool
+    routed_scaling_factor: float = 1.0
+
+    def __call__(self, cfg: Json) -> RoutingConfig:
+        groups, topk_groups = optional_int(cfg, "n_group", 1), optional_int(cfg, "topk_group", 1)
+        assert groups is not None and topk_groups is not None
+        if groups > 1 and topk_groups > groups:
+            raise ConfigError("topk_group", f"{topk_groups} exceeds n_group={groups}")
+        return RoutingConfig(
+            scoring="sigmoid", renormalize=flag(cfg, "norm_topk_prob", self.norm_topk_prob),
+            num_expert_groups=groups if groups > 1 else None, topk_groups=topk_groups if groups > 1 else None,
+            score_correction_bias=True,
+            routed_scaling_factor=number(cfg, "routed_scaling_factor", self.routed_scaling_factor),
+        )
+
+
 _DEEPSEEK_KEYS = (("n_routed_experts",), EXPERTS_PER_TOK, ("moe_intermediate_size",))
 FAMILIES = (
     Family("deepseek_v2", *_DEEPSEEK_KEYS, DEEPSEEK_V2, gated_hidden_act),
     Family("deepseek_v3", *_DEEPSEEK_KEYS, DEEPSEEK_V3, gated_hidden_act),
     # Kimi K2 is the DeepSeek-V3 architecture under its own model_type.
     Family("kimi_k2", *_DEEPSEEK_KEYS, DEEPSEEK_V3, gated_hidden_act),
+    Family("glm4_moe", *_DEEPSEEK_KEYS, SigmoidBiasRouting(norm_topk_prob=True), gated_hidden_act),
+    Family("dots1", *_DEEPSEEK_KEYS, SigmoidBiasRouting(norm_topk_prob=False), gated_hidden_act),
 )

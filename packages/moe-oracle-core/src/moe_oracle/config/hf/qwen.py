@@ -1,7 +1,10 @@
-"""Qwen2-MoE and Qwen3-MoE: softmax top-k, renormalized only with ``norm_topk_prob``.
+"""Qwen2-MoE, Qwen3-MoE and Qwen3-Next: softmax top-k, renormalized only with ``norm_topk_prob``
+(default false for Qwen2/3-MoE, true for Qwen3-Next, as in transformers' config classes).
 
-Qwen2-MoE's shared expert (``shared_expert_intermediate_size``, gated by a sigmoid of its own
-linear) is a dense MLP beside the routed experts, outside this layer.
+The shared expert of Qwen2-MoE and Qwen3-Next (``shared_expert_intermediate_size``, its output
+scaled by a sigmoid of its own one-row linear) is a dense MLP beside the routed experts, and the
+layers in ``mlp_only_layers`` (or off the ``decoder_sparse_step``) are dense: both are outside
+this layer. Qwen3-Next's linear-attention layers are attention.
 """
 
 from __future__ import annotations
@@ -14,5 +17,7 @@ FAMILIES = (
     Family("qwen2_moe", _QWEN_EXPERTS, EXPERTS_PER_TOK, ("moe_intermediate_size",), NormTopkProb(False),
            gated_hidden_act),
     Family("qwen3_moe", _QWEN_EXPERTS, EXPERTS_PER_TOK, ("moe_intermediate_size",), NormTopkProb(False),
+           gated_hidden_act),
+    Family("qwen3_next", _QWEN_EXPERTS, EXPERTS_PER_TOK, ("moe_intermediate_size",), NormTopkProb(True),
            gated_hidden_act),
 )
