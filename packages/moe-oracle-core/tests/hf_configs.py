@@ -588,3 +588,31 @@ DOTS_LLM1: Config = {
     "num_experts_per_tok": 6, "norm_topk_prob": True, "routed_scaling_factor": 2.5, "max_position_embeddings": 32768,
     "rope_theta": 10000000, "scoring_func": "sigmoid", "attention_bias": False, "tie_word_embeddings": False,
 }
+
+# Config-class defaults of the families read like one above (transformers 5.25), written as the
+# text_config a multimodal wrapper holds where the family is one.
+QWEN3_VL_MOE_TEXT_DEFAULTS: Config = {"model_type": "qwen3_vl_moe_text", "hidden_size": 2048,
+                                      "moe_intermediate_size": 1408, "num_experts": 60, "num_experts_per_tok": 4,
+                                      "hidden_act": "silu"}
+QWEN3_5_MOE_TEXT_DEFAULTS: Config = {"model_type": "qwen3_5_moe_text", "hidden_size": 2048,
+                                     "moe_intermediate_size": 512, "shared_expert_intermediate_size": 512,
+                                     "num_experts": 256, "num_experts_per_tok": 8, "hidden_act": "silu"}
+GLM4_MOE_LITE_DEFAULTS: Config = {"model_type": "glm4_moe_lite", "hidden_size": 2048, "intermediate_size": 10240,
+                                  "moe_intermediate_size": 1536, "n_shared_experts": 1, "n_routed_experts": 64,
+                                  "routed_scaling_factor": 1.8, "n_group": 1, "topk_group": 1,
+                                  "norm_topk_prob": True, "num_experts_per_tok": 4, "hidden_act": "silu"}
+GLM4V_MOE_TEXT_DEFAULTS: Config = {"model_type": "glm4v_moe_text", "hidden_size": 4096,
+                                   "moe_intermediate_size": 1408, "num_experts_per_tok": 8, "n_routed_experts": 128,
+                                   "routed_scaling_factor": 1.0, "n_group": 1, "topk_group": 1,
+                                   "norm_topk_prob": True, "hidden_act": "silu"}
+DEEPSEEK_V32_DEFAULTS: Config = {"model_type": "deepseek_v32", "hidden_size": 7168, "intermediate_size": 18432,
+                                 "moe_intermediate_size": 2048, "n_shared_experts": 1, "n_routed_experts": 256,
+                                 "routed_scaling_factor": 2.5, "n_group": 8, "topk_group": 4, "norm_topk_prob": True,
+                                 "num_experts_per_tok": 8, "hidden_act": "silu"}
+MINIMAX_M2_DEFAULTS: Config = {"model_type": "minimax_m2", "hidden_size": 3072, "intermediate_size": 1536,
+                               "num_experts_per_tok": 8, "num_local_experts": 256, "hidden_act": "silu"}
+FLEX_OLMO_DEFAULTS: Config = {"model_type": "flex_olmo", "hidden_size": 4096, "intermediate_size": 11008,
+                              "num_experts_per_tok": 5, "num_experts": 7, "norm_topk_prob": False, "hidden_act": "silu"}
+GRANITEMOESHARED_DEFAULTS: Config = {"model_type": "granitemoeshared", "hidden_size": 4096, "intermediate_size": 11008,
+                                     "num_local_experts": 8, "num_experts_per_tok": 2, "shared_intermediate_size": 0,
+                                     "hidden_act": "silu"}

@@ -104,6 +104,24 @@ DEFAULTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # phimoe's router is refused (test_phimoe_router_is_refused); its sizes read with routing=...:
     "phimoe": (hf.PHIMOE_DEFAULTS, dict(num_experts=16, top_k=2, hidden_size=4096, intermediate_size=6400,
                                         routing=SOFTMAX)),
+    "qwen3_vl_moe_text": (hf.QWEN3_VL_MOE_TEXT_DEFAULTS, dict(num_experts=60, top_k=4, hidden_size=2048,
+                                                              intermediate_size=1408, routing=SOFTMAX)),
+    "qwen3_5_moe_text": (hf.QWEN3_5_MOE_TEXT_DEFAULTS, dict(num_experts=256, top_k=8, hidden_size=2048,
+                                                            intermediate_size=512, routing=SOFTMAX)),
+    "glm4_moe_lite": (hf.GLM4_MOE_LITE_DEFAULTS, dict(
+        num_experts=64, top_k=4, hidden_size=2048, intermediate_size=1536,
+        routing=RoutingConfig(scoring="sigmoid", score_correction_bias=True, routed_scaling_factor=1.8))),
+    "glm4v_moe_text": (hf.GLM4V_MOE_TEXT_DEFAULTS, dict(num_experts=128, top_k=8, hidden_size=4096,
+                                                        intermediate_size=1408, routing=SIGMOID_BIAS)),
+    "deepseek_v32": (hf.DEEPSEEK_V32_DEFAULTS, dict(num_experts=256, top_k=8, hidden_size=7168, intermediate_size=2048,
+                                                    routing=DEEPSEEK_V3_ROUTING)),
+    "minimax_m2": (hf.MINIMAX_M2_DEFAULTS, dict(num_experts=256, top_k=8, hidden_size=3072, intermediate_size=1536,
+                                                routing=RoutingConfig(scoring="sigmoid", score_correction_bias=True))),
+    "flex_olmo": (hf.FLEX_OLMO_DEFAULTS, dict(num_experts=7, top_k=5, hidden_size=4096, intermediate_size=11008,
+                                              routing=RoutingConfig(renormalize=False))),
+    "granitemoeshared": (hf.GRANITEMOESHARED_DEFAULTS, dict(num_experts=8, top_k=2, hidden_size=4096,
+                                                            intermediate_size=11008,
+                                                            routing=RoutingConfig(softmax_after_topk=True))),
 }
 _DEFAULT_OVERRIDES = {"phimoe": {"routing": SOFTMAX}}
 
@@ -298,8 +316,10 @@ def _qwen_quant(qc: dict[str, Any]) -> dict[str, Any]:
 
 
 CT_GROUP0 = "quantization_config.config_groups.group_0"
-FAMILIES = ("deepseek_v2, deepseek_v3, dots1, ernie4_5_moe, glm4_moe, gpt_oss, granitemoe, hunyuan_v1_moe, kimi_k2, "
-            "llama4_text, minimax, mixtral, olmoe, phimoe, qwen2_moe, qwen3_moe, qwen3_next")
+FAMILIES = ("deepseek_v2, deepseek_v3, deepseek_v32, dots1, ernie4_5_moe, flex_olmo, glm4_moe, glm4_moe_lite, "
+            "glm4v_moe_text, gpt_oss, granitemoe, granitemoeshared, hunyuan_v1_moe, kimi_k2, llama4_text, minimax, "
+            "minimax_m2, mixtral, olmoe, phimoe, qwen2_moe, qwen3_5_moe_text, qwen3_moe, qwen3_next, "
+            "qwen3_vl_moe_text")
 CT_SCHEMES = ("fp8_block, fp8_channel, fp8_tensor, fp8_tensor_static, int4_w4a16, int8_w8a16, int8_w8a16_group, "
               "int8_w8a8, nvfp4, w4a8_fp8, w4a8_int8")
 ERROR_CASES: dict[str, tuple[dict[str, Any], str, str]] = {

@@ -1,4 +1,5 @@
-"""DeepSeek-V2/V3 and the families built on its router: Kimi K2, GLM-4.5 (``glm4_moe``), dots.llm1.
+"""DeepSeek-V2/V3 and the families built on its router: Kimi K2, DeepSeek-V3.2, GLM-4.5 (``glm4_moe``,
+``glm4_moe_lite``, the ``glm4v_moe_text`` of GLM-4.5V), dots.llm1.
 
 Shared experts (``n_shared_experts`` dense MLPs of ``moe_intermediate_size`` each, added to the
 routed output) and the first ``first_k_dense_replace`` dense layers are outside this layer:
@@ -66,7 +67,7 @@ DEEPSEEK_V3 = DeepSeekRouting({"scoring_func": "sigmoid", "topk_method": "noaux_
 
 @dataclass(frozen=True)
 class SigmoidBiasRouting:
-    """The DeepSeek-V3 router as transformers writes it for GLM-4.5 and dots.llm1, with no
+    """The DeepSeek-V3 router as transformers writes it for GLM-4.5, dots.llm1 and DeepSeek-V3.2, with no
     ``scoring_func`` / ``topk_method`` keys read (their code has neither switch).
 
     Sigmoid scores; the choice adds the per-expert ``e_score_correction_bias`` the checkpoint
@@ -77,9 +78,12 @@ class SigmoidBiasRouting:
 
     norm_topk_prob: bool
     routed_scaling_factor: float = 1.0
+    n_group: int = 1
+    topk_group: int = 1
 
     def __call__(self, cfg: Json) -> RoutingConfig:
-        groups, topk_groups = optional_int(cfg, "n_group", 1), optional_int(cfg, "topk_group", 1)
+        groups = optional_int(cfg, "n_group", self.n_group)
+        topk_groups = optional_int(cfg, "topk_group", self.topk_group)
         assert groups is not None and topk_groups is not None
         if groups > 1 and topk_groups > groups:
             raise ConfigError("topk_group", f"{topk_groups} exceeds n_group={groups}")
@@ -99,4 +103,11 @@ FAMILIES = (
     Family("kimi_k2", *_DEEPSEEK_KEYS, DEEPSEEK_V3, gated_hidden_act),
     Family("glm4_moe", *_DEEPSEEK_KEYS, SigmoidBiasRouting(norm_topk_prob=True), gated_hidden_act),
     Family("dots1", *_DEEPSEEK_KEYS, SigmoidBiasRouting(norm_topk_prob=False), gated_hidden_act),
+    Family("glm4_moe_lite", *_DEEPSEEK_KEYS, SigmoidBiasRouting(norm_topk_prob=True, routed_scaling_factor=1.8),
+           gated_hidden_act),
+    Family("glm4v_moe_text", *_DEEPSEEK_KEYS, SigmoidBiasRouting(norm_topk_prob=True), gated_hidden_act),
+    # DeepSeek-V3.2's sparse attention is attention; its MoE is V3's (transformers reads no scoring_func).
+    Family("deepseek_v32", *_DEEPSEEK_KEYS,
+           SigmoidBiasRouting(norm_topk_prob=True, routed_scaling_factor=2.5, n_group=8, topk_group=4),
+           gated_hidden_act),
 )

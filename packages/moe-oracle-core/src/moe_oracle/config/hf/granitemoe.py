@@ -4,7 +4,8 @@
 ``RoutingConfig(softmax_after_topk=True)`` (the same weights as a renormalized softmax top-k).
 The experts are act(gate) * up of ``intermediate_size`` with no biases. Granite's
 ``embedding_multiplier`` / ``residual_multiplier`` / ``attention_multiplier`` / ``logits_scaling``
-act outside the MoE block.
+act outside the MoE block. ``granitemoeshared`` adds a shared MLP of ``shared_intermediate_size``
+beside the experts, outside this layer.
 """
 
 from __future__ import annotations
@@ -19,5 +20,7 @@ def _routing(cfg: Json) -> RoutingConfig:
 
 FAMILIES = (
     Family("granitemoe", ("num_local_experts",), EXPERTS_PER_TOK, ("intermediate_size",), _routing,
+           gated_hidden_act),
+    Family("granitemoeshared", ("num_local_experts",), EXPERTS_PER_TOK, ("intermediate_size",), _routing,
            gated_hidden_act),
 )
