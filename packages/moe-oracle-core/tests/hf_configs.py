@@ -446,3 +446,173 @@ QWEN3_30B_A3B_FP8_DYNAMIC: Config = {
     "quantization_config": compressed_tensors(
         ct_group(ct_args("float", 8, "channel"), ct_args("float", 8, "token", dynamic=True)), fmt="float-quantized"),
 }
+
+
+# Families added for issue 19 part 4 -----------------------------------------------------------------
+# Each *_DEFAULTS dict is what the family's transformers config class (transformers 5.25,
+# configuration_<family>.py) defaults the MoE keys to: the file ``Config().save_pretrained`` writes,
+# less the keys a MoE layer does not read. The published files that follow were read through public
+# copies found with the code search tools, or written from the model card where said; they hold the
+# MoE keys and the sizes around them, not the bookkeeping keys (token ids, rope, versions).
+
+OLMOE_DEFAULTS: Config = {"model_type": "olmoe", "hidden_size": 2048, "intermediate_size": 2048, "num_experts": 64,
+                          "num_experts_per_tok": 8, "norm_topk_prob": False, "hidden_act": "silu"}
+GLM4_MOE_DEFAULTS: Config = {"model_type": "glm4_moe", "hidden_size": 4096, "intermediate_size": 10944,
+                             "moe_intermediate_size": 1408, "n_routed_experts": 128, "n_shared_experts": 1,
+                             "num_experts_per_tok": 8, "routed_scaling_factor": 1.0, "n_group": 1, "topk_group": 1,
+                             "first_k_dense_replace": 1, "norm_topk_prob": True, "hidden_act": "silu"}
+QWEN3_NEXT_DEFAULTS: Config = {"model_type": "qwen3_next", "hidden_size": 2048, "intermediate_size": 5632,
+                               "moe_intermediate_size": 512, "shared_expert_intermediate_size": 512,
+                               "num_experts": 512, "num_experts_per_tok": 10, "norm_topk_prob": True,
+                               "decoder_sparse_step": 1, "mlp_only_layers": [], "hidden_act": "silu"}
+LLAMA4_TEXT_DEFAULTS: Config = {"model_type": "llama4_text", "hidden_size": 5120, "intermediate_size": 8192,
+                                "intermediate_size_mlp": 16384, "num_local_experts": 16, "num_experts_per_tok": 1,
+                                "interleave_moe_layer_step": 1, "moe_layers": None, "hidden_act": "silu"}
+PHIMOE_DEFAULTS: Config = {"model_type": "phimoe", "hidden_size": 4096, "intermediate_size": 6400,
+                           "num_local_experts": 16, "num_experts_per_tok": 2, "router_jitter_noise": 0.01,
+                           "input_jitter_noise": 0.0, "hidden_act": "silu"}
+GRANITEMOE_DEFAULTS: Config = {"model_type": "granitemoe", "hidden_size": 4096, "intermediate_size": 11008,
+                               "num_local_experts": 8, "num_experts_per_tok": 2, "hidden_act": "silu"}
+MINIMAX_DEFAULTS: Config = {"model_type": "minimax", "hidden_size": 4096, "intermediate_size": 14336,
+                            "num_local_experts": 8, "num_experts_per_tok": 2, "hidden_act": "silu"}
+ERNIE4_5_MOE_DEFAULTS: Config = {"model_type": "ernie4_5_moe", "hidden_size": 2560, "intermediate_size": 12288,
+                                 "moe_intermediate_size": 1536, "moe_k": 6, "moe_num_experts": 64,
+                                 "moe_num_shared_experts": 2, "moe_layer_start_index": 1, "moe_layer_end_index": -1,
+                                 "moe_layer_interval": 1, "moe_norm_min": 1e-12, "use_bias": False,
+                                 "hidden_act": "silu"}
+HUNYUAN_V1_MOE_DEFAULTS: Config = {"model_type": "hunyuan_v1_moe", "hidden_size": 4096, "intermediate_size": 11008,
+                                   "num_experts": 1, "moe_topk": 1, "hidden_act": "silu"}
+# Dots1Config leaves the expert counts unset (None): its defaults describe no MoE layer.
+DOTS1_DEFAULTS: Config = {"model_type": "dots1", "hidden_size": 4608, "intermediate_size": 10944,
+                          "moe_intermediate_size": 1408, "n_shared_experts": None, "n_routed_experts": None,
+                          "n_group": 1, "topk_group": 1, "num_experts_per_tok": None, "first_k_dense_replace": 0,
+                          "norm_topk_prob": False, "routed_scaling_factor": 1.0, "hidden_act": "silu"}
+
+# allenai/OLMoE-1B-7B-0924 (the MoE fields as two public copies give them; fp32 weights).
+OLMOE_1B_7B: Config = {
+    "architectures": ["OlmoeForCausalLM"], "model_type": "olmoe", "hidden_act": "silu", "hidden_size": 2048,
+    "intermediate_size": 1024, "num_hidden_layers": 16, "num_attention_heads": 16, "num_key_value_heads": 16,
+    "num_experts": 64, "num_experts_per_tok": 8, "norm_topk_prob": False, "router_aux_loss_coef": 0.01,
+    "clip_qkv": None, "vocab_size": 50304, "tie_word_embeddings": False, "torch_dtype": "float32",
+}
+
+# zai-org/GLM-4.5-Air (the whole Glm4MoeConfig as ms-swift prints it for the checkpoint).
+GLM_4_5_AIR: Config = {
+    "architectures": ["Glm4MoeForCausalLM"], "attention_bias": True, "attention_dropout": 0.0,
+    "eos_token_id": [151329, 151336, 151338], "first_k_dense_replace": 1, "head_dim": 128, "hidden_act": "silu",
+    "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 10944, "max_position_embeddings": 131072,
+    "model_type": "glm4_moe", "moe_intermediate_size": 1408, "n_group": 1, "n_routed_experts": 128,
+    "n_shared_experts": 1, "norm_topk_prob": True, "num_attention_heads": 96, "num_experts_per_tok": 8,
+    "num_hidden_layers": 46, "num_key_value_heads": 8, "num_nextn_predict_layers": 1, "pad_token_id": 151329,
+    "partial_rotary_factor": 0.5, "rms_norm_eps": 1e-05, "rope_scaling": None, "rope_theta": 1000000,
+    "routed_scaling_factor": 1.0, "tie_word_embeddings": False, "topk_group": 1, "torch_dtype": "bfloat16",
+    "transformers_version": "4.54.1", "use_cache": True, "use_qk_norm": False, "vocab_size": 151552,
+}
+
+# Qwen/Qwen3-Next-80B-A3B-Instruct: written from the model card (48 layers, 512 experts, 10 routed
+# plus 1 shared, expert size 512, hidden 2048, gated DeltaNet in 3 of every 4 layers).
+QWEN3_NEXT_80B_A3B: Config = {
+    "architectures": ["Qwen3NextForCausalLM"], "model_type": "qwen3_next", "hidden_act": "silu",
+    "hidden_size": 2048, "num_hidden_layers": 48, "num_attention_heads": 16, "num_key_value_heads": 2,
+    "head_dim": 256, "full_attention_interval": 4, "decoder_sparse_step": 1, "mlp_only_layers": [],
+    "moe_intermediate_size": 512, "shared_expert_intermediate_size": 512, "num_experts": 512,
+    "num_experts_per_tok": 10, "norm_topk_prob": True, "torch_dtype": "bfloat16",
+}
+
+# meta-llama/Llama-4-Scout-17B-16E: a llama4 wrapper whose text_config is a llama4_text model; the
+# whole file was not found: written from the model card (16 experts, 1 routed + 1 shared per token,
+# every layer MoE) and Llama4TextConfig's defaults, which are Scout's sizes. vision_config omitted.
+LLAMA_4_SCOUT: Config = {
+    "architectures": ["Llama4ForConditionalGeneration"], "model_type": "llama4", "torch_dtype": "bfloat16",
+    "text_config": {
+        "model_type": "llama4_text", "hidden_act": "silu", "hidden_size": 5120, "intermediate_size": 8192,
+        "intermediate_size_mlp": 16384, "num_hidden_layers": 48, "num_attention_heads": 40,
+        "num_key_value_heads": 8, "head_dim": 128, "num_local_experts": 16, "num_experts_per_tok": 1,
+        "interleave_moe_layer_step": 1, "torch_dtype": "bfloat16",
+    },
+}
+# meta-llama/Llama-4-Maverick-17B-128E: the same text model with 128 experts on every other layer
+# (model card; the dense layers between use intermediate_size_mlp).
+LLAMA_4_MAVERICK: Config = {
+    **LLAMA_4_SCOUT,
+    "text_config": {**LLAMA_4_SCOUT["text_config"], "num_local_experts": 128, "interleave_moe_layer_step": 2},
+}
+
+# microsoft/Phi-3.5-MoE-instruct: the whole file was not found; written from the model card (16 experts,
+# 2 active, 32 layers) and PhimoeConfig's defaults, which are this model's sizes.
+PHI_3_5_MOE: Config = {
+    "architectures": ["PhiMoEForCausalLM"], "model_type": "phimoe", "hidden_act": "silu", "hidden_size": 4096,
+    "intermediate_size": 6400, "num_hidden_layers": 32, "num_local_experts": 16, "num_experts_per_tok": 2,
+    "router_jitter_noise": 0.01, "torch_dtype": "bfloat16",
+}
+
+# ibm-granite/granite-3.0-1b-a400m-base (model card: 32 experts of 512, 8 active, hidden 1024, 24 layers).
+GRANITE_3_0_1B_A400M: Config = {
+    "architectures": ["GraniteMoeForCausalLM"], "model_type": "granitemoe", "hidden_act": "silu",
+    "hidden_size": 1024, "intermediate_size": 512, "num_hidden_layers": 24, "num_local_experts": 32,
+    "num_experts_per_tok": 8, "torch_dtype": "bfloat16",
+}
+
+# MiniMaxAI/MiniMax-Text-01-hf (MiniMax-M1 has the same MoE): the MiniMax-01 report gives 32 experts,
+# top-2, hidden 6144, expert size 9216, 80 layers.
+MINIMAX_TEXT_01: Config = {
+    "architectures": ["MiniMaxForCausalLM"], "model_type": "minimax", "hidden_act": "silu", "hidden_size": 6144,
+    "intermediate_size": 9216, "num_hidden_layers": 80, "num_local_experts": 32, "num_experts_per_tok": 2,
+    "torch_dtype": "bfloat16",
+}
+
+# baidu/ERNIE-4.5-21B-A3B-PT (the model fields, as three public copies agree).
+ERNIE_4_5_21B_A3B: Config = {
+    "architectures": ["Ernie4_5_MoeForCausalLM"], "model_type": "ernie4_5_moe", "hidden_act": "silu",
+    "hidden_size": 2560, "intermediate_size": 12288, "max_position_embeddings": 131072, "num_attention_heads": 20,
+    "num_key_value_heads": 4, "num_hidden_layers": 28, "rms_norm_eps": 1e-05, "rope_theta": 500000.0,
+    "vocab_size": 103424, "use_bias": False, "tie_word_embeddings": True, "moe_num_experts": 64,
+    "moe_num_shared_experts": 2, "moe_intermediate_size": 1536, "moe_k": 6, "moe_layer_start_index": 1,
+    "moe_layer_end_index": 27, "moe_layer_interval": 1, "torch_dtype": "bfloat16",
+}
+
+# tencent/Hunyuan-A13B-Instruct (the MoE fields, as two public copies agree).
+HUNYUAN_A13B: Config = {
+    "architectures": ["HunYuanMoEV1ForCausalLM"], "model_type": "hunyuan_v1_moe", "hidden_size": 4096,
+    "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+    "intermediate_size": 3072, "vocab_size": 128167, "torch_dtype": "bfloat16", "num_experts": 64,
+    "moe_intermediate_size": [3072] * 32, "moe_topk": [8] * 32, "num_shared_expert": [1] * 32,
+}
+
+# rednote-hilab/dots.llm1.inst (the fields a public loader's test copies from the checkpoint; n_group and
+# topk_group are null there, so they are left out).
+DOTS_LLM1: Config = {
+    "model_type": "dots1", "hidden_size": 4096, "num_hidden_layers": 62, "intermediate_size": 10944,
+    "num_attention_heads": 32, "num_key_value_heads": 32, "rms_norm_eps": 1e-05, "vocab_size": 152064,
+    "first_k_dense_replace": 1, "moe_intermediate_size": 1408, "n_routed_experts": 128, "n_shared_experts": 2,
+    "num_experts_per_tok": 6, "norm_topk_prob": True, "routed_scaling_factor": 2.5, "max_position_embeddings": 32768,
+    "rope_theta": 10000000, "scoring_func": "sigmoid", "attention_bias": False, "tie_word_embeddings": False,
+}
+
+# Config-class defaults of the families read like one above (transformers 5.25), written as the
+# text_config a multimodal wrapper holds where the family is one.
+QWEN3_VL_MOE_TEXT_DEFAULTS: Config = {"model_type": "qwen3_vl_moe_text", "hidden_size": 2048,
+                                      "moe_intermediate_size": 1408, "num_experts": 60, "num_experts_per_tok": 4,
+                                      "hidden_act": "silu"}
+QWEN3_5_MOE_TEXT_DEFAULTS: Config = {"model_type": "qwen3_5_moe_text", "hidden_size": 2048,
+                                     "moe_intermediate_size": 512, "shared_expert_intermediate_size": 512,
+                                     "num_experts": 256, "num_experts_per_tok": 8, "hidden_act": "silu"}
+GLM4_MOE_LITE_DEFAULTS: Config = {"model_type": "glm4_moe_lite", "hidden_size": 2048, "intermediate_size": 10240,
+                                  "moe_intermediate_size": 1536, "n_shared_experts": 1, "n_routed_experts": 64,
+                                  "routed_scaling_factor": 1.8, "n_group": 1, "topk_group": 1,
+                                  "norm_topk_prob": True, "num_experts_per_tok": 4, "hidden_act": "silu"}
+GLM4V_MOE_TEXT_DEFAULTS: Config = {"model_type": "glm4v_moe_text", "hidden_size": 4096,
+                                   "moe_intermediate_size": 1408, "num_experts_per_tok": 8, "n_routed_experts": 128,
+                                   "routed_scaling_factor": 1.0, "n_group": 1, "topk_group": 1,
+                                   "norm_topk_prob": True, "hidden_act": "silu"}
+DEEPSEEK_V32_DEFAULTS: Config = {"model_type": "deepseek_v32", "hidden_size": 7168, "intermediate_size": 18432,
+                                 "moe_intermediate_size": 2048, "n_shared_experts": 1, "n_routed_experts": 256,
+                                 "routed_scaling_factor": 2.5, "n_group": 8, "topk_group": 4, "norm_topk_prob": True,
+                                 "num_experts_per_tok": 8, "hidden_act": "silu"}
+MINIMAX_M2_DEFAULTS: Config = {"model_type": "minimax_m2", "hidden_size": 3072, "intermediate_size": 1536,
+                               "num_experts_per_tok": 8, "num_local_experts": 256, "hidden_act": "silu"}
+FLEX_OLMO_DEFAULTS: Config = {"model_type": "flex_olmo", "hidden_size": 4096, "intermediate_size": 11008,
+                              "num_experts_per_tok": 5, "num_experts": 7, "norm_topk_prob": False, "hidden_act": "silu"}
+GRANITEMOESHARED_DEFAULTS: Config = {"model_type": "granitemoeshared", "hidden_size": 4096, "intermediate_size": 11008,
+                                     "num_local_experts": 8, "num_experts_per_tok": 2, "shared_intermediate_size": 0,
+                                     "hidden_act": "silu"}

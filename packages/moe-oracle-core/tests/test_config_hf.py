@@ -12,6 +12,9 @@ import torch
 from moe_oracle import ConfigError, MoEConfig, ParallelConfig, RoutingConfig
 
 SOFTMAX = RoutingConfig()
+SIGMOID_BIAS = RoutingConfig(scoring="sigmoid", score_correction_bias=True)  # GLM-4.5: renormalized, scale 1
+LLAMA4_ROUTING = RoutingConfig(scoring="sigmoid", renormalize=False)  # sigmoid of the chosen logits, unnormalized
+ERNIE_ROUTING = RoutingConfig(score_correction_bias=True)  # softmax, biased choice, renormalized
 DEEPSEEK_V3_ROUTING = RoutingConfig(scoring="sigmoid", num_expert_groups=8, topk_groups=4,
                                     score_correction_bias=True, routed_scaling_factor=2.5)
 
@@ -48,7 +51,79 @@ EXPECTED: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "Kimi-K2.6 (text_config, int4 g32)": (hf.KIMI_K2_6, dict(
         num_experts=384, top_k=8, hidden_size=7168, intermediate_size=2048, quant="int4_w4a16_g32",
         routing=RoutingConfig(scoring="sigmoid", score_correction_bias=True, routed_scaling_factor=2.827))),
+    # Issue 19 part 4: the other MoE families transformers defines.
+    "OLMoE-1B-7B-0924 (fp32)": (hf.OLMOE_1B_7B, dict(
+        num_experts=64, top_k=8, hidden_size=2048, intermediate_size=1024, quant="fp32", dtype=torch.float32,
+        routing=RoutingConfig(renormalize=False))),
+    "GLM-4.5-Air": (hf.GLM_4_5_AIR, dict(
+        num_experts=128, top_k=8, hidden_size=4096, intermediate_size=1408, quant="bf16", routing=SIGMOID_BIAS)),
+    "Qwen3-Next-80B-A3B": (hf.QWEN3_NEXT_80B_A3B, dict(
+        num_experts=512, top_k=10, hidden_size=2048, intermediate_size=512, quant="bf16", routing=SOFTMAX)),
+    "Llama-4-Scout-17B-16E (text_config)": (hf.LLAMA_4_SCOUT, dict(
+        num_experts=16, top_k=1, hidden_size=5120, intermediate_size=8192, quant="bf16", routing=LLAMA4_ROUTING,
+        apply_router_weight_on_input=True)),
+    "Llama-4-Maverick-17B-128E (text_config)": (hf.LLAMA_4_MAVERICK, dict(
+        num_experts=128, top_k=1, hidden_size=5120, intermediate_size=8192, quant="bf16", routing=LLAMA4_ROUTING,
+        apply_router_weight_on_input=True)),
+    "granite-3.0-1b-a400m": (hf.GRANITE_3_0_1B_A400M, dict(
+        num_experts=32, top_k=8, hidden_size=1024, intermediate_size=512, quant="bf16",
+        routing=RoutingConfig(softmax_after_topk=True))),
+    "MiniMax-Text-01": (hf.MINIMAX_TEXT_01, dict(
+        num_experts=32, top_k=2, hidden_size=6144, intermediate_size=9216, quant="bf16", routing=SOFTMAX)),
+    "ERNIE-4.5-21B-A3B": (hf.ERNIE_4_5_21B_A3B, dict(
+        num_experts=64, top_k=6, hidden_size=2560, intermediate_size=1536, quant="bf16", routing=ERNIE_ROUTING)),
+    "Hunyuan-A13B (per-layer lists)": (hf.HUNYUAN_A13B, dict(
+        num_experts=64, top_k=8, hidden_size=4096, intermediate_size=3072, quant="bf16", routing=SOFTMAX)),
+    "dots.llm1": (hf.DOTS_LLM1, dict(
+        num_experts=128, top_k=6, hidden_size=4096, intermediate_size=1408, quant="bf16",
+        routing=RoutingConfig(scoring="sigmoid", score_correction_bias=True, routed_scaling_factor=2.5))),
 }
+
+# family: (its transformers config class's defaults, MoEConfig fields expected)
+DEFAULTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "olmoe": (hf.OLMOE_DEFAULTS, dict(num_experts=64, top_k=8, hidden_size=2048, intermediate_size=2048,
+                                      routing=RoutingConfig(renormalize=False))),
+    "glm4_moe": (hf.GLM4_MOE_DEFAULTS, dict(num_experts=128, top_k=8, hidden_size=4096, intermediate_size=1408,
+                                            routing=SIGMOID_BIAS)),
+    "qwen3_next": (hf.QWEN3_NEXT_DEFAULTS, dict(num_experts=512, top_k=10, hidden_size=2048, intermediate_size=512,
+                                                routing=SOFTMAX)),
+    "llama4_text": (hf.LLAMA4_TEXT_DEFAULTS, dict(num_experts=16, top_k=1, hidden_size=5120, intermediate_size=8192,
+                                                  routing=LLAMA4_ROUTING, apply_router_weight_on_input=True)),
+    "granitemoe": (hf.GRANITEMOE_DEFAULTS, dict(num_experts=8, top_k=2, hidden_size=4096, intermediate_size=11008,
+                                                routing=RoutingConfig(softmax_after_topk=True))),
+    "minimax": (hf.MINIMAX_DEFAULTS, dict(num_experts=8, top_k=2, hidden_size=4096, intermediate_size=14336,
+                                          routing=SOFTMAX)),
+    "ernie4_5_moe": (hf.ERNIE4_5_MOE_DEFAULTS, dict(num_experts=64, top_k=6, hidden_size=2560, intermediate_size=1536,
+                                                    routing=ERNIE_ROUTING)),
+    "hunyuan_v1_moe": (hf.HUNYUAN_V1_MOE_DEFAULTS, dict(num_experts=1, top_k=1, hidden_size=4096,
+                                                        intermediate_size=11008, routing=SOFTMAX)),
+    # dots1's defaults have no expert count (test_dots1_defaults_have_no_experts); with the published counts:
+    "dots1": ({**hf.DOTS1_DEFAULTS, "n_routed_experts": 128, "num_experts_per_tok": 6},
+              dict(num_experts=128, top_k=6, hidden_size=4608, intermediate_size=1408,
+                   routing=RoutingConfig(scoring="sigmoid", renormalize=False, score_correction_bias=True))),
+    # phimoe's router is refused (test_phimoe_router_is_refused); its sizes read with routing=...:
+    "phimoe": (hf.PHIMOE_DEFAULTS, dict(num_experts=16, top_k=2, hidden_size=4096, intermediate_size=6400,
+                                        routing=SOFTMAX)),
+    "qwen3_vl_moe_text": (hf.QWEN3_VL_MOE_TEXT_DEFAULTS, dict(num_experts=60, top_k=4, hidden_size=2048,
+                                                              intermediate_size=1408, routing=SOFTMAX)),
+    "qwen3_5_moe_text": (hf.QWEN3_5_MOE_TEXT_DEFAULTS, dict(num_experts=256, top_k=8, hidden_size=2048,
+                                                            intermediate_size=512, routing=SOFTMAX)),
+    "glm4_moe_lite": (hf.GLM4_MOE_LITE_DEFAULTS, dict(
+        num_experts=64, top_k=4, hidden_size=2048, intermediate_size=1536,
+        routing=RoutingConfig(scoring="sigmoid", score_correction_bias=True, routed_scaling_factor=1.8))),
+    "glm4v_moe_text": (hf.GLM4V_MOE_TEXT_DEFAULTS, dict(num_experts=128, top_k=8, hidden_size=4096,
+                                                        intermediate_size=1408, routing=SIGMOID_BIAS)),
+    "deepseek_v32": (hf.DEEPSEEK_V32_DEFAULTS, dict(num_experts=256, top_k=8, hidden_size=7168, intermediate_size=2048,
+                                                    routing=DEEPSEEK_V3_ROUTING)),
+    "minimax_m2": (hf.MINIMAX_M2_DEFAULTS, dict(num_experts=256, top_k=8, hidden_size=3072, intermediate_size=1536,
+                                                routing=RoutingConfig(scoring="sigmoid", score_correction_bias=True))),
+    "flex_olmo": (hf.FLEX_OLMO_DEFAULTS, dict(num_experts=7, top_k=5, hidden_size=4096, intermediate_size=11008,
+                                              routing=RoutingConfig(renormalize=False))),
+    "granitemoeshared": (hf.GRANITEMOESHARED_DEFAULTS, dict(num_experts=8, top_k=2, hidden_size=4096,
+                                                            intermediate_size=11008,
+                                                            routing=RoutingConfig(softmax_after_topk=True))),
+}
+_DEFAULT_OVERRIDES = {"phimoe": {"routing": SOFTMAX}}
 
 
 @pytest.mark.parametrize("model", EXPECTED)
@@ -60,6 +135,61 @@ def test_published_config_gives_every_field(model: str) -> None:
     for name, value in {**defaults, **want}.items():
         actual = got.scheme.name if name == "quant" else getattr(got, name)
         assert actual == value, f"{model}: {name} is {actual!r}, expected {value!r}"
+
+
+_FIELD_DEFAULTS = dict(activation="silu", is_gated=True, dtype=torch.bfloat16, has_bias=False, swiglu_alpha=None,
+                       swiglu_limit=None, parallel=ParallelConfig(), apply_router_weight_on_input=False)
+
+
+@pytest.mark.parametrize("family", DEFAULTS)
+def test_transformers_config_defaults_give_every_field(family: str) -> None:
+    config, want = DEFAULTS[family]
+    got = MoEConfig.from_hf(config, **_DEFAULT_OVERRIDES.get(family, {}))
+    for name, value in {**_FIELD_DEFAULTS, "quant": "bf16", **want}.items():
+        actual = got.scheme.name if name == "quant" else getattr(got, name)
+        assert actual == value, f"{family}: {name} is {actual!r}, expected {value!r}"
+
+
+_OPTIONAL_ROUTER_KEYS = ("norm_topk_prob", "routed_scaling_factor", "n_group", "topk_group", "moe_norm_min")
+
+
+@pytest.mark.parametrize("family", DEFAULTS)
+def test_absent_router_keys_default_as_in_transformers(family: str) -> None:
+    """Each reader's defaults for absent optional keys are those of the family's config class."""
+    config, _ = DEFAULTS[family]
+    bare = {k: v for k, v in config.items() if k not in _OPTIONAL_ROUTER_KEYS}
+    overrides = _DEFAULT_OVERRIDES.get(family, {})
+    assert MoEConfig.from_hf(bare, **overrides) == MoEConfig.from_hf(config, **overrides)
+
+
+def test_every_family_has_a_defaults_case() -> None:
+    from moe_oracle.config.hf import FAMILIES as TABLE
+
+    added = set(TABLE) - {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "kimi_k2", "gpt_oss"}
+    assert added <= set(DEFAULTS), sorted(added - set(DEFAULTS))
+
+
+def test_dots1_defaults_have_no_experts() -> None:
+    with pytest.raises(ConfigError, match=r"^n_routed_experts: missing from the dots1 config.json "
+                                          r"\(it gives MoEConfig.num_experts\)$"):
+        MoEConfig.from_hf(hf.DOTS1_DEFAULTS)
+
+
+def test_phimoe_router_is_refused_unless_routing_is_given() -> None:
+    with pytest.raises(ConfigError, match=r"^router_jitter_noise: phimoe routes with sparsemixer ") as err:
+        MoEConfig.from_hf(hf.PHI_3_5_MOE)
+    assert err.value.field == "router_jitter_noise"
+    sized = MoEConfig.from_hf(hf.PHI_3_5_MOE, routing=SOFTMAX)
+    assert (sized.num_experts, sized.top_k, sized.hidden_size, sized.intermediate_size) == (16, 2, 4096, 6400)
+
+
+def test_llama4_text_config_alone_reads_as_the_wrapper() -> None:
+    assert MoEConfig.from_hf(hf.LLAMA_4_SCOUT["text_config"]) == MoEConfig.from_hf(hf.LLAMA_4_SCOUT)
+
+
+def test_llama4_top_k_override_needs_weights_after_the_experts() -> None:
+    got = MoEConfig.from_hf(hf.LLAMA_4_SCOUT, top_k=2, apply_router_weight_on_input=False)
+    assert got.top_k == 2 and not got.apply_router_weight_on_input
 
 
 def test_path_to_file_or_directory(tmp_path: Path) -> None:
@@ -186,7 +316,10 @@ def _qwen_quant(qc: dict[str, Any]) -> dict[str, Any]:
 
 
 CT_GROUP0 = "quantization_config.config_groups.group_0"
-FAMILIES = "deepseek_v2, deepseek_v3, gpt_oss, kimi_k2, mixtral, qwen2_moe, qwen3_moe"
+FAMILIES = ("deepseek_v2, deepseek_v3, deepseek_v32, dots1, ernie4_5_moe, flex_olmo, glm4_moe, glm4_moe_lite, "
+            "glm4v_moe_text, gpt_oss, granitemoe, granitemoeshared, hunyuan_v1_moe, kimi_k2, llama4_text, minimax, "
+            "minimax_m2, mixtral, olmoe, phimoe, qwen2_moe, qwen3_5_moe_text, qwen3_moe, qwen3_next, "
+            "qwen3_vl_moe_text")
 CT_SCHEMES = ("fp8_block, fp8_channel, fp8_tensor, fp8_tensor_static, int4_w4a16, int8_w8a16, int8_w8a16_group, "
               "int8_w8a8, nvfp4, w4a8_fp8, w4a8_int8")
 ERROR_CASES: dict[str, tuple[dict[str, Any], str, str]] = {
@@ -288,6 +421,31 @@ ERROR_CASES: dict[str, tuple[dict[str, Any], str, str]] = {
         "quantization_config.config_groups",
         "quantization_config.config_groups: cannot tell which of the groups group_0, group_1 quantizes the experts; "
         "pass quant=..."),
+    # What a family's code needs and a MoEConfig cannot express
+    "Llama 4 with two experts per token": (
+        {**hf.LLAMA_4_SCOUT, "text_config": _with(hf.LLAMA_4_SCOUT["text_config"], num_experts_per_tok=2)},
+        "num_experts_per_tok",
+        "num_experts_per_tok: Llama 4 scales each token's input by its router weight, which a MoEConfig expresses "
+        "for 1 expert per token only, got 2; pass apply_router_weight_on_input=False only if the weights are "
+        "applied after the experts"),
+    "Hunyuan top-k differing across layers": (
+        _with(hf.HUNYUAN_A13B, moe_topk=[8] * 31 + [4]), "moe_topk",
+        "moe_topk: differs across layers (4, 8); a MoEConfig is one layer: pass top_k=... for the layer you want"),
+    "Hunyuan empty moe_topk": (
+        _with(hf.HUNYUAN_A13B, moe_topk=[]), "moe_topk",
+        "moe_topk: is an empty list; expected a positive int or one per layer"),
+    "Hunyuan moe_intermediate_size against intermediate_size": (
+        _with(hf.HUNYUAN_A13B, moe_intermediate_size=[2048] * 32), "moe_intermediate_size",
+        "moe_intermediate_size: 2048 contradicts intermediate_size=3072, which sizes the experts in transformers"),
+    "ERNIE moe_norm_min that would clamp": (
+        _with(hf.ERNIE_4_5_21B_A3B, moe_norm_min=0.5), "moe_norm_min",
+        "moe_norm_min: 0.5 exceeds moe_k / moe_num_experts = 6/64: the router's clamp of the weights' sum would "
+        "act, and RoutingConfig renormalizes unclamped"),
+    "GLM topk_group over n_group": (
+        _with(hf.GLM_4_5_AIR, n_group=4, topk_group=8), "topk_group", "topk_group: 8 exceeds n_group=4"),
+    "ERNIE per-modality expert sizes (VL)": (
+        _with(hf.ERNIE_4_5_21B_A3B, moe_intermediate_size=[1536, 512]), "moe_intermediate_size",
+        "moe_intermediate_size: must be a positive int, got [1536, 512]"),
 }
 
 
@@ -408,7 +566,9 @@ def test_undecodable_files_are_config_errors(tmp_path: Path, content: bytes, mes
 
 # Fuzz: mutated real config files; only ConfigError may escape -------------------------------------------
 _REAL = [hf.MIXTRAL_8X7B, hf.QWEN2_57B_A14B, hf.QWEN3_30B_A3B, hf.DEEPSEEK_V2, hf.DEEPSEEK_V3, hf.GPT_OSS_20B,
-         hf.KIMI_K2_6, hf.QWEN3_30B_A3B_FP8_DYNAMIC]
+         hf.KIMI_K2_6, hf.QWEN3_30B_A3B_FP8_DYNAMIC, hf.OLMOE_1B_7B, hf.GLM_4_5_AIR, hf.QWEN3_NEXT_80B_A3B,
+         hf.LLAMA_4_SCOUT, hf.PHI_3_5_MOE, hf.GRANITE_3_0_1B_A400M, hf.MINIMAX_TEXT_01, hf.ERNIE_4_5_21B_A3B,
+         hf.HUNYUAN_A13B, hf.DOTS_LLM1]
 _ODD_VALUES: list[Any] = [None, True, False, 0, -1, 1, 3, 2.5, NAN, float("inf"), -float("inf"), 10 ** 400, "",
                           "x", "silu", "fp8", "mixtral", [], [1], [128, 128], ["a", 1], {}, {"a": 1}, {"type": "int"}]
 

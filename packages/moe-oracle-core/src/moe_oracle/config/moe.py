@@ -44,6 +44,11 @@ class MoEConfig:
     ``quant`` defaults to the unquantized scheme of ``dtype``; ``is_gated`` follows from the
     activation unless given. ``swigluoai`` defaults to gpt-oss's alpha 1.702 and limit 7.0.
     Every invalid value raises ``ConfigError`` naming the field.
+
+    Only the routed experts are described. A model's shared experts (DeepSeek, Qwen2-MoE,
+    Qwen3-Next, GLM-4.5, Llama 4, ERNIE 4.5, Hunyuan, dots.llm1) are a dense MLP whose output is
+    added beside this layer's, and its dense layers (``first_k_dense_replace``, Llama 4's
+    interleaving) hold no experts: both run outside the fused kernel, so neither is a field here.
     """
 
     num_experts: int
