@@ -50,7 +50,8 @@ class DeepSeekRouting:
         elif method == "group_limited_greedy":
             raise ConfigError("n_group", f"topk_method 'group_limited_greedy' needs n_group > 1, got {get('n_group')!r}")
         return RoutingConfig(
-            scoring=scoring, renormalize=flag(cfg, "norm_topk_prob", self.defaults["norm_topk_prob"]),
+            scoring="sigmoid" if scoring == "sigmoid" else "softmax",  # checked above; the Literal for mypy
+            renormalize=flag(cfg, "norm_topk_prob", self.defaults["norm_topk_prob"]),
             num_expert_groups=groups, topk_groups=topk_groups,
             score_correction_bias=method == "noaux_tc",
             routed_scaling_factor=number(cfg, "routed_scaling_factor", self.defaults["routed_scaling_factor"]),
