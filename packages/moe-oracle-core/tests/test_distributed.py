@@ -146,3 +146,35 @@ def test_batched_reference_matches_the_reference() -> None:
     prepared = pf.prepare(hidden, w, ids)
     out = pf.finalize(experts.apply(prepared.hidden, w, ids, expert_num_tokens=prepared.expert_num_tokens), prepared)
     torch.testing.assert_close(out, reference_moe(config, weights, hidden, w, ids), rtol=1e-5, atol=1e-5)
+
+
+def test_real_deployments_from_hf() -> None:
+    """A checkpoint's config plus a ParallelConfig describes a deployment; sizes that do not divide
+    are ConfigErrors at construction."""
+    import hf_configs as hf
+
+    from moe_oracle.distributed import local_experts
+
+    dsv3 = MoEConfig.from_hf(hf.DEEPSEEK_V3, parallel=ParallelConfig(
+        dp_size=2, ep_size=32, tp_size=1, ep_rank=5, dp_rank=1, all2all="torch", placement="round_robin"))
+    assert dsv3.num_local_experts == 8 and local_experts(dsv3) == [5 + 32 * j for j in range(8)]
+    qwen = MoEConfig.from_hf(hf.QWEN3_30B_A3B, parallel=ParallelConfig(tp_size=2, ep_size=4, all2all="torch_batched"))
+    assert (qwen.num_local_experts, qwen.intermediate_size_per_partition) == (32, qwen.intermediate_size // 2)
+    assert qwen.parallel.activation_format == "batched"
+    with pytest.raises(ConfigError, match=re.escape("num_experts: 8 is not divisible by ep_size=3")):
+        MoEConfig.from_hf(hf.MIXTRAL_8X7B, parallel=ParallelConfig(ep_size=3, all2all="torch"))
+
+
+def test_the_format_follows_the_dispatcher_with_reasons() -> None:
+    """Under torch_batched only batched experts qualify; each standard one says why not."""
+    import moe_oracle
+    from moe_oracle import Platform
+
+    config = _config(ep_size=2, all2all="torch_batched")
+    report = moe_oracle.explain(config, Platform.simulate("cuda", capability=(9, 0), libraries={"triton": "3.6.0"}))
+    assert report.chosen == "batched_triton"
+    assert report.candidate("reference").reason == ("takes the standard activation format, "
+                                                    "all2all='torch_batched' gives batched")
+    standard = moe_oracle.explain(config.replace(parallel=ParallelConfig(ep_size=2, all2all="torch")),
+                                  Platform.simulate("cpu"))
+    assert standard.candidate("batched_triton").status == "rejected"
