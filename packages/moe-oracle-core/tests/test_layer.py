@@ -232,8 +232,8 @@ def test_config_error_surfaces_at_build() -> None:
 
 def test_all_to_all_needs_a_dispatcher_at_construction() -> None:
     config = TINY.replace(parallel=ParallelConfig(ep_size=2, all2all="torch"))
-    with pytest.raises(ConfigError, match=re.escape("parallel.all2all: 'torch' dispatches tokens between ranks: pass "
-                                                    "MoELayer(..., prepare_finalize=<an expert-parallel PrepareFinalize>)")):
+    with pytest.raises(ConfigError, match=re.escape("parallel.all2all: 'torch' dispatches tokens between ranks: "
+                                                    "initialize torch.distributed")):
         MoELayer(config, backend="reference", platform=CPU)
 
 

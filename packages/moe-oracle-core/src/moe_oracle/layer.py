@@ -33,6 +33,27 @@ def _describe(t: torch.Tensor) -> str:
     return f"shape {list(t.shape)} dtype {str(t.dtype).removeprefix('torch.')} on {t.device}"
 
 
+def _distributed_prepare_finalize(config: MoEConfig, process_group: object | None) -> PrepareFinalize:
+    import torch.distributed as dist
+
+    if process_group is None and not (dist.is_available() and dist.is_initialized()):
+        raise ConfigError("parallel.all2all", f"{config.parallel.all2all!r} dispatches tokens between ranks: "
+                          "initialize torch.distributed (init_process_group) first, or pass "
+                          "MoELayer(..., process_group=<the expert-parallel group>) or "
+                          "MoELayer(..., prepare_finalize=<an expert-parallel PrepareFinalize>)")
+    from moe_oracle.distributed import make_prepare_finalize
+
+    return make_prepare_finalize(config, process_group)
+
+
+def _is_expert_parallel(prepare_finalize: PrepareFinalize | None) -> bool:
+    if prepare_finalize is None:
+        return False
+    from moe_oracle.distributed.base import ExpertParallelPrepareFinalize
+
+    return isinstance(prepare_finalize, ExpertParallelPrepareFinalize)
+
+
 def _capturing() -> bool:
     """Inside CUDA-graph capture, value checks (which synchronize) are skipped."""
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
@@ -43,21 +64,31 @@ class MoELayer(torch.nn.Module):
 
     def __init__(self, config: MoEConfig, backend: str | None = None, platform: Platform | None = None, *,
                  exclude: str | Iterable[str] | None = None, prefer: str | Iterable[str] | None = None,
-                 prepare_finalize: PrepareFinalize | None = None, strict: bool | None = None) -> None:
-        """``prepare_finalize`` is the expert-parallel dispatcher for ``config.parallel.all2all``; the
-        local one is used when it is ``None``, which only fits configs without all-to-all."""
+                 prepare_finalize: PrepareFinalize | None = None, process_group: object | None = None,
+                 strict: bool | None = None) -> None:
+        """``prepare_finalize`` is the expert-parallel dispatcher for ``config.parallel.all2all``. When it
+        is ``None`` and the config has an all2all, the layer builds it with
+        ``moe_oracle.distributed.make_prepare_finalize(config, process_group)`` (``process_group``: the
+        expert-parallel group; ``None``: derived from the initialized world); without an all2all the
+        local one is used. With an expert-parallel dispatcher, rank 0 of its group selects and the
+        other ranks take its choice."""
         super().__init__()
         if not isinstance(config, MoEConfig):
             raise TypeError(f"config must be a MoEConfig, got {type(config).__name__}")
         if prepare_finalize is None and config.parallel.use_all2all_kernels:
-            raise ConfigError("parallel.all2all", f"{config.parallel.all2all!r} dispatches tokens between ranks: pass "
-                              "MoELayer(..., prepare_finalize=<an expert-parallel PrepareFinalize>); moe-oracle "
-                              "ships only the local one today")
+            prepare_finalize = _distributed_prepare_finalize(config, process_group)
         self.prepare_finalize = prepare_finalize
         self.config = config
         self.oracle = oracle_for(config)
-        self.selection: Selection = self.oracle.select_backend(config, platform, backend=backend,
-                                                               exclude=exclude, prefer=prefer, strict=strict)
+        if _is_expert_parallel(prepare_finalize):
+            from moe_oracle.distributed.agree import agree_selection
+
+            group = prepare_finalize.group  # type: ignore[union-attr]
+            self.selection: Selection = agree_selection(self.oracle, config, platform, group=group, backend=backend,
+                                                        exclude=exclude, prefer=prefer, strict=strict)
+        else:
+            self.selection = self.oracle.select_backend(config, platform, backend=backend,
+                                                        exclude=exclude, prefer=prefer, strict=strict)
         self.canonical: CanonicalWeights | None = None
         self.kernel_weights: KernelWeights | None = None
         self.kernel: FusedMoEKernel | None = None
@@ -117,14 +148,9 @@ class MoELayer(torch.nn.Module):
 
     def _make_expert_map(self, device: torch.device) -> torch.Tensor | None:
         """Global expert id -> local id on this rank, -1 elsewhere; ``None`` without expert parallelism."""
-        p = self.config.parallel
-        if p.ep_size == 1:
-            return None
-        local = self.config.num_local_experts
-        expert_map = torch.full((self.config.num_experts,), -1, dtype=torch.int32, device=device)
-        start = p.ep_rank * local
-        expert_map[start:start + local] = torch.arange(local, dtype=torch.int32, device=device)
-        return expert_map
+        from moe_oracle.distributed.placement import expert_map
+
+        return expert_map(self.config, device)  # follows config.parallel.placement
 
     # Forward -----------------------------------------------------------------------------
     def forward(self, hidden_states: torch.Tensor, router_logits: torch.Tensor) -> torch.Tensor:

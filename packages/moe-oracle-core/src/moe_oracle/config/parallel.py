@@ -13,6 +13,9 @@ ALL2ALL_BACKENDS = (
 )
 # Dispatchers that hand experts a [E_local, max_tokens, H] buffer instead of [T, H] rows.
 BATCHED_ALL2ALL = ("torch_batched", "deepep_low_latency")
+# How global experts map to ranks (``moe_oracle.distributed.placement``): rank r holds experts
+# [r*E_l, (r+1)*E_l) ("contiguous") or r, r+ep, r+2*ep, ... ("round_robin").
+PLACEMENTS = ("contiguous", "round_robin")
 ActivationFormat = Literal["standard", "batched"]
 
 
@@ -22,7 +25,8 @@ class ParallelConfig:
 
     ``all2all`` names the dispatch/combine used with expert parallelism; it decides the
     activation format the experts receive (``"batched"`` for ``torch_batched`` and
-    ``deepep_low_latency``, else ``"standard"``).
+    ``deepep_low_latency``, else ``"standard"``). ``placement`` says which global experts each
+    expert-parallel rank holds (``"contiguous"`` or ``"round_robin"``); the expert map follows it.
     """
 
     tp_size: int = 1
@@ -32,12 +36,14 @@ class ParallelConfig:
     dp_rank: int = 0
     ep_rank: int = 0
     all2all: str = "none"
+    placement: str = "contiguous"
 
     def __post_init__(self) -> None:
         for name in ("tp", "dp", "ep"):
             size = positive_int(f"parallel.{name}_size", getattr(self, f"{name}_size"))
             rank_below(f"parallel.{name}_rank", getattr(self, f"{name}_rank"), size, f"{name}_size")
         one_of("parallel.all2all", self.all2all, ALL2ALL_BACKENDS)
+        one_of("parallel.placement", self.placement, PLACEMENTS)
         if self.all2all != "none" and self.ep_size == 1:
             from moe_oracle.errors import ConfigError
 

@@ -243,8 +243,8 @@ class MoEKernelOracle:
         if prepare_finalize is None:
             if config.parallel.use_all2all_kernels:
                 raise NotImplementedError(
-                    f"all2all={config.parallel.all2all!r}: pass the expert-parallel prepare_finalize to make_kernel; "
-                    "moe-oracle ships only the local one today")
+                    f"all2all={config.parallel.all2all!r}: pass the expert-parallel prepare_finalize to make_kernel "
+                    "(moe_oracle.distributed.make_prepare_finalize(config, group))")
             prepare_finalize = LocalPrepareFinalize()
         experts = _call_plugin(spec, f"experts {spec.experts}", spec.load_experts(), weights.config, quant_config,
                                weights)

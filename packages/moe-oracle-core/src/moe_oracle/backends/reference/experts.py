@@ -162,6 +162,64 @@ class ReferenceExperts(ExpertsModular):
                                   global_scale=one(desc.global_scale))[0]
 
 
+class BatchedReferenceExperts(ReferenceExperts):
+    """The reference over the batched format ``[E_l, M, H]`` (``torch_batched``, batched dispatchers):
+    the same float32 forward on the valid rows of every local expert's block, returning the expert
+    outputs without the router weight (the batched finalize weights and combines them), as
+    ``BatchedTritonExperts`` does. The oracle of batched experts' tests; not a registered backend
+    (``BATCHED_REFERENCE_SPEC`` registers it where a test or benchmark needs the batched format on
+    a CPU)."""
+
+    activation_format: ClassVar[str] = "batched"
+
+    def apply(self, hidden: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor, *,
+              expert_map: torch.Tensor | None = None,
+              expert_num_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """Return ``[E_l, M, H]`` in ``hidden.dtype``: row j of block e is expert e on ``hidden[e, j]``
+        for ``j < expert_num_tokens[e]``, zero past it.
+
+        Parameters
+        ----------
+        hidden : torch.Tensor
+            ``[E_l, M, H]`` in ``config.dtype``; rows past ``expert_num_tokens[e]`` are ignored.
+        topk_weights, topk_ids, expert_map
+            Unused: the block says which expert a row belongs to, and the finalize weights it.
+        expert_num_tokens : torch.Tensor
+            ``[E_l]`` int32/int64 valid rows per local expert.
+        """
+        config, qc = self.config, self.quant_config
+        e_l, h = config.num_local_experts, config.hidden_size
+        if expert_num_tokens is None:
+            raise WeightError("expert_num_tokens", "the [E_l] valid-row counts of the batched format", "None")
+        if hidden.dim() != 3 or hidden.shape[0] != e_l or hidden.shape[2] != h or hidden.dtype != config.dtype:
+            raise WeightError("hidden", f"shape [E_l={e_l}, M, H={h}] dtype {config.dtype}",
+                              f"shape {list(hidden.shape)} dtype {hidden.dtype}")
+        m = hidden.shape[1]
+        valid = torch.arange(m, device=hidden.device)[None, :] < expert_num_tokens.to(hidden.device)[:, None]  # [E_l, M]
+        pair_expert = torch.arange(e_l, device=hidden.device)[:, None].expand(e_l, m)[valid]  # [R] local ids
+        x = _fake_quantize(config, qc.a13, hidden[valid].float())                   # [R, H], all rows at once
+        experts_hit = pair_expert.unique().tolist()
+        i = config.intermediate_size_per_partition
+        act = torch.empty(x.shape[0], i, dtype=torch.float32, device=hidden.device)  # [R, I]
+        for e in experts_hit:
+            rows = (pair_expert == e).nonzero().squeeze(1)
+            y = x[rows] @ self._dequantized("w13", e).T                             # [M_e, N]
+            if qc.w13.bias is not None:
+                y = y + qc.w13.bias[e].float()
+            act[rows] = _activation(config, y)
+        act = _fake_quantize(config, qc.a2, act)                                     # [R, I]
+        out = torch.zeros(x.shape[0], h, dtype=torch.float32, device=hidden.device)  # [R, H]
+        for e in experts_hit:
+            rows = (pair_expert == e).nonzero().squeeze(1)
+            y = act[rows] @ self._dequantized("w2", e).T                            # [M_e, H]
+            if qc.w2.bias is not None:
+                y = y + qc.w2.bias[e].float()
+            out[rows] = y
+        result = torch.zeros(e_l, m, h, dtype=hidden.dtype, device=hidden.device)   # [E_l, M, H]
+        result[valid] = out.to(hidden.dtype)
+        return result
+
+
 def _activation(config: MoEConfig, h: torch.Tensor) -> torch.Tensor:
     """``[M, N]`` -> ``[M, I]``: the activation of ``config``, in float32 (see the module docstring)."""
     if not config.is_gated:
