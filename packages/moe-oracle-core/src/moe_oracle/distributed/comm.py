@@ -127,7 +127,7 @@ class Comm:
 
 def _timeout_of(group: Any) -> float | None:
     try:
-        backend = (group or dist.group.WORLD)._get_backend(torch.device("cpu"))
+        backend = (group or dist.group.WORLD)._get_backend(torch.device("cpu"))  # type: ignore[union-attr]
         return float(backend.options._timeout.total_seconds())
     except Exception:  # private API: the timeout is a courtesy in the message
         return None
