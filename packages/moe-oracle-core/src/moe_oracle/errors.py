@@ -53,6 +53,11 @@ class NoBackendError(MoEOracleError):
         super().__init__(f"no MoE backend fits{where}; every candidate's reason:\n{lines}")
 
 
+class VendorLibraryError(MoEOracleError, ImportError):
+    """A backend's vendor library does not import here; says which backend, what to install, and the
+    import's own error. An ``ImportError``, so code catching that keeps working."""
+
+
 class RegistryError(MoEOracleError):
     """A backend spec or plugin is invalid (duplicate name, bad field, bad import path)."""
 

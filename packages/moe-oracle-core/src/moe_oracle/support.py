@@ -7,7 +7,8 @@ rule apply?" and describes itself; conditions combine with ``&``, ``|`` and ``~`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -202,3 +203,124 @@ def first_failure(checks: Iterable[Check], config: MoEConfig, platform: Platform
         if result.reason:
             notes.append(result.reason)
     return Support.yes("; ".join(notes))
+
+
+# Per-scheme requirements (what a backend's kernels implement, scheme by scheme) -----------------
+CapabilityTest = tuple[str, Callable[[tuple[int, int]], bool]]
+"""A named capability test: ``("9.0", lambda cap: cap == (9, 0))``."""
+SM90: CapabilityTest = ("9.0", lambda cap: tuple(cap) == (9, 0))
+SM10X: CapabilityTest = ("10.x", lambda cap: cap[0] == 10)
+SM12X: CapabilityTest = ("12.x", lambda cap: cap[0] == 12)
+
+
+def capability_by_scheme(table: Mapping[str, tuple[CapabilityTest, ...]]) -> Check:
+    """The capabilities each scheme runs on: ``{"fp8_block": (SM90,), ...}``."""
+
+    def fn(config: MoEConfig, platform: Platform) -> Support:
+        allowed = table[config.scheme.base_name]
+        cap = platform.capability
+        if cap is not None and any(test(cap) for _, test in allowed):
+            return Support.yes()
+        names = "/".join(name for name, _ in allowed)
+        return Support.no(f"{config.scheme.base_name} needs capability {names}, have {_cap(platform)}")
+
+    described = "; ".join(f"{s}: {'/'.join(n for n, _ in caps)}" for s, caps in table.items())
+    return Check(f"capability by scheme ({described})", fn)
+
+
+def activations_by_scheme(table: Mapping[str, frozenset[str]]) -> Check:
+    """The activations each scheme's kernels implement."""
+
+    def fn(config: MoEConfig, platform: Platform) -> Support:
+        allowed = table[config.scheme.base_name]
+        if config.activation in allowed:
+            return Support.yes()
+        return Support.no(f"{config.scheme.base_name} kernels implement activation {'/'.join(sorted(allowed))}, "
+                          f"not {config.activation}")
+
+    return Check("activation by scheme", fn)
+
+
+def bias_schemes(schemes: frozenset[str]) -> Check:
+    """Biases only for the schemes whose kernels take them."""
+
+    def fn(config: MoEConfig, platform: Platform) -> Support:
+        if not config.has_bias or config.scheme.base_name in schemes:
+            return Support.yes()
+        return Support.no(f"{config.scheme.base_name} kernels take no biases (only {'/'.join(sorted(schemes))} do)")
+
+    return Check(f"biases only with {'/'.join(sorted(schemes))}", fn)
+
+
+def clamp_schemes(schemes: frozenset[str]) -> Check:
+    """A ``swiglu_limit`` needs a kernel that applies the clamp; the others would ignore it."""
+
+    def fn(config: MoEConfig, platform: Platform) -> Support:
+        if config.swiglu_limit is None or config.scheme.base_name in schemes:
+            return Support.yes()
+        return Support.no(f"swiglu_limit={config.swiglu_limit:g} is not applied by the {config.scheme.base_name} "
+                          f"kernel (only {'/'.join(sorted(schemes))} apply it)")
+
+    return Check(f"swiglu_limit applied for {'/'.join(sorted(schemes))}", fn)
+
+
+def multiple_of(field: str, value: Callable[[MoEConfig], int], multiple: int, schemes: frozenset[str],
+                why: str) -> Check:
+    """``value(config) % multiple == 0`` for the given schemes, e.g. 128-row fp8 blocks split at gate/up."""
+
+    def fn(config: MoEConfig, platform: Platform) -> Support:
+        if config.scheme.base_name not in schemes or value(config) % multiple == 0:
+            return Support.yes()
+        return Support.no(f"{config.scheme.base_name} needs {field} % {multiple} == 0 ({why}), have {value(config)}")
+
+    return Check(f"{field} multiple of {multiple} for {'/'.join(sorted(schemes))}", fn)
+
+
+def no_router_weight_on_input() -> Check:
+    return Check("router weights on the output", lambda c, p: Support.no(
+        "applies router weights to the expert outputs, not the input (apply_router_weight_on_input=True)")
+        if c.apply_router_weight_on_input else Support.yes())
+
+
+# Vendor-library versions ------------------------------------------------------------------------
+_LEADING = re.compile(r"^\s*v?(\d+(?:\.\d+)*)")
+
+
+def release(version: str) -> tuple[int, ...]:
+    """``"2.8.10+xpu"`` -> ``(2, 8, 10)``; ``()`` when the string starts with no number."""
+    match = _LEADING.match(version)
+    return tuple(int(p) for p in match.group(1).split(".")) if match else ()
+
+
+def show_release(parts: tuple[int, ...]) -> str:
+    return ".".join(map(str, parts))
+
+
+def library_at_least(library: str, minimum: tuple[int, ...], why: str = "") -> Check:
+    """The installed ``library`` (an import name in ``Platform.libraries``) is at least ``minimum``."""
+
+    def fn(config: MoEConfig, platform: Platform) -> Support:
+        version = platform.libraries.get(library, "")
+        if release(version) >= minimum:
+            return Support.yes()
+        return Support.no(f"needs {library} >= {show_release(minimum)}{f' ({why})' if why else ''}, "
+                          f"have {version or 'none'}")
+
+    return Check(f"{library} >= {show_release(minimum)}", fn)
+
+
+def matches_torch(library: str) -> Check:
+    """``library`` X.Y.* is built against torch X.Y (zentorch, IPEX): another pair fails to load or misbehaves.
+    The platform's torch (a simulated one may name it) else this process's."""
+
+    def fn(config: MoEConfig, platform: Platform) -> Support:
+        from importlib import metadata
+
+        version = platform.libraries.get(library, "")
+        torch_version = (platform.libraries.get("torch") or metadata.version("torch")).split("+")[0]
+        if release(version)[:2] != release(torch_version)[:2]:
+            return Support.no(f"{library} {version} is built for torch {show_release(release(version)[:2])}, "
+                              f"this is torch {torch_version}")
+        return Support.yes()
+
+    return Check(f"{library} built for this torch", fn)
