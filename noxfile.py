@@ -16,7 +16,8 @@ nox.options.reuse_existing_virtualenvs = True
 PACKAGES = ("moe-oracle-core", "moe-oracle-cuda", "moe-oracle-rocm", "moe-oracle-xpu", "moe-oracle-cpu")
 # Installed first in every venv: any unpinned torch requirement would otherwise pull a CUDA build.
 CPU_TORCH = "torch==2.13.0"
-TEST_DEPS = ("numpy<2.4", "pytest", "pytest-xdist", "hypothesis", "matplotlib")
+# transformers: the integration tests (moe_oracle.integrations.transformers); it brings no torch of its own.
+TEST_DEPS = ("numpy<2.4", "pytest", "pytest-xdist", "hypothesis", "matplotlib", "transformers==5.25.0")
 # Optional vendor libraries that install on a CPU machine, so their CPU-side tests run too.
 CPU_EXTRAS = ("triton==3.6.0", "zentorch==2.13.0.1", "flashinfer-python==0.6.13")
 

@@ -350,3 +350,30 @@ def test_int8_per_token_quantization_carries_nan_in_the_scale() -> None:
     assert q.dtype == torch.int8 and q[1].tolist() == [0, 0, 0] and q[0].tolist() == [64, -127, 32]
     assert scale[1].isnan().all() and scale[2].item() == 1.0 and scale[0].item() == pytest.approx(2 / 127)
     assert (q.float() * scale)[1].isnan().all()
+
+
+# The accelerators' path: no host synchronization (issue 14) -------------------------------------
+@pytest.mark.parametrize("scheme", ["fp32", "bf16", "fp8_tensor", "fp8_block", "int4_w4a16", "mxfp4"])
+@pytest.mark.parametrize("ep", [False, True])
+def test_masked_path_matches_the_cpu_path(monkeypatch: pytest.MonkeyPatch, scheme: str, ep: bool) -> None:
+    """The sync-free formulation GPUs run (every expert over every slot, ``where`` keeps its own rows)
+    gives the CPU path's answer, expert-parallel ranks included."""
+    dtype = torch.float32 if scheme == "fp32" else torch.bfloat16
+    config = make_config(quant=scheme, dtype=dtype, hidden_size=128, intermediate_size=128)
+    expert_map = None
+    if ep:
+        from moe_oracle import ParallelConfig
+
+        config = config.replace(parallel=ParallelConfig(ep_size=2, ep_rank=1))
+        expert_map = torch.tensor([-1, -1, -1, -1, 0, 1, 2, 3], dtype=torch.int32)
+    weights = random_weights(config, seed=3)
+    hidden, logits = random_inputs(config, 9, seed=4)
+    topk_weights, ids = route(logits, config)
+    experts = experts_for(config, weights)
+    expected = experts.apply(hidden, topk_weights, ids, expert_map=expert_map)
+    monkeypatch.setattr(ReferenceExperts, "_masked", True)
+    got = experts.apply(hidden, topk_weights, ids, expert_map=expert_map)
+    assert_close(got, expected, dtype=config.dtype, scheme=config.scheme.name, name=scheme)
+    if ep:
+        remote = (ids < 4).all(dim=1)
+        assert torch.equal(got[remote], torch.zeros_like(got[remote]))

@@ -77,6 +77,21 @@ class Platform:
     def has(self, library: str) -> bool:
         return library in self.libraries
 
+    # A Platform is immutable: copies are itself; pickles carry ``libraries`` as a plain dict.
+    def __copy__(self) -> Platform:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Platform:
+        return self
+
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, "libraries": dict(self.libraries)}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "libraries", MappingProxyType(dict(self.libraries)))
+
     def describe(self) -> str:
         bits = [self.vendor]
         if self.device_name:

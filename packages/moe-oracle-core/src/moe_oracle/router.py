@@ -15,6 +15,10 @@ Everything is computed in float32, whatever the logits' dtype. Ties are broken d
 among equal choice scores the lower expert id (and among equal group scores the lower group id)
 wins, and the K slots are ordered by choice score, best first. ``torch.topk`` promises no order
 among ties, so the selection uses a stable descending sort instead.
+
+Value checks (finite logits and bias) follow DESIGN.md's ``check_values`` rule: on CPU tensors by
+default, on accelerators only with ``check_values=True`` or ``MOE_ORACLE_CHECK_VALUES=1``, never
+inside CUDA-graph capture or torch.compile. ``MoELayer`` validates once and calls ``_route`` directly.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import torch
 from moe_oracle.config.moe import MoEConfig
 from moe_oracle.config.routing import RoutingConfig
 from moe_oracle.errors import InputError
-from moe_oracle.kernel.inputs import FLOAT_DTYPES
+from moe_oracle.kernel.inputs import FLOAT_DTYPES, check_finite, check_values_default, should_check_values
 
 
 class RouterOutput(NamedTuple):
@@ -37,7 +41,7 @@ class RouterOutput(NamedTuple):
 
 
 def route(router_logits: torch.Tensor, config: MoEConfig | RoutingConfig, *, top_k: int | None = None,
-          score_correction_bias: torch.Tensor | None = None) -> RouterOutput:
+          score_correction_bias: torch.Tensor | None = None, check_values: bool | None = None) -> RouterOutput:
     """Choose each token's experts and their weights as ``config``'s router does.
 
     Parameters
@@ -52,6 +56,9 @@ def route(router_logits: torch.Tensor, config: MoEConfig | RoutingConfig, *, top
     score_correction_bias : torch.Tensor, optional
         ``[E]`` float, finite. Required when ``routing.score_correction_bias`` is set, refused
         otherwise (the scheme of the router is in the config, never inferred from what arrives).
+    check_values : bool, optional
+        Check that the logits and bias are finite: ``None`` (default) where it costs no device
+        synchronization (CPU tensors) unless ``MOE_ORACLE_CHECK_VALUES`` says otherwise.
 
     Returns
     -------
@@ -64,24 +71,28 @@ def route(router_logits: torch.Tensor, config: MoEConfig | RoutingConfig, *, top
         Wrong shape, dtype, or non-finite values in ``router_logits`` or the bias; a wrong ``top_k``.
     """
     routing, k, num_experts = _resolve(config, top_k)
-    logits = _checked_logits(router_logits, num_experts, k)
+    values = check_values_default(check_values)
+    logits = _checked_logits(router_logits, num_experts, k, values)
     _check_groups(routing, logits.shape[1], k)
-    bias = _checked_bias(score_correction_bias, routing, logits.shape[1], logits.device)
+    bias = _checked_bias(score_correction_bias, routing, logits.shape[1], logits.device, values)
     return _route(logits, routing, k, bias)
 
 
 class Router:
     """A layer's router: its ``MoEConfig`` and score-correction bias, bound once, called per forward."""
 
-    def __init__(self, config: MoEConfig, score_correction_bias: torch.Tensor | None = None) -> None:
+    def __init__(self, config: MoEConfig, score_correction_bias: torch.Tensor | None = None, *,
+                 check_values: bool | None = None) -> None:
         if not isinstance(config, MoEConfig):
             raise InputError("config", "a MoEConfig", type(config).__name__)
         self.config = config
-        self.score_correction_bias = _checked_bias(score_correction_bias, config.routing, config.num_experts, None)
+        self.check_values = check_values_default(check_values)
+        # The bias is checked once, here, whatever its device (a synchronization at build time only).
+        self.score_correction_bias = _checked_bias(score_correction_bias, config.routing, config.num_experts, None, True)
 
     def __call__(self, router_logits: torch.Tensor) -> RouterOutput:
         """``[T, E]`` logits -> ``(topk_weights [T, K] float32, topk_ids [T, K] int32)``."""
-        logits = _checked_logits(router_logits, self.config.num_experts, self.config.top_k)
+        logits = _checked_logits(router_logits, self.config.num_experts, self.config.top_k, self.check_values)
         bias = self.score_correction_bias
         if bias is not None and bias.device != logits.device:
             raise InputError("router_logits", f"device {bias.device} (where score_correction_bias is)",
@@ -153,7 +164,8 @@ def _resolve(config: MoEConfig | RoutingConfig, top_k: int | None) -> tuple[Rout
     raise InputError("config", "a MoEConfig or RoutingConfig", type(config).__name__)
 
 
-def _checked_logits(router_logits: object, num_experts: int | None, k: int) -> torch.Tensor:
+def _checked_logits(router_logits: object, num_experts: int | None, k: int,
+                    check_values: bool | None) -> torch.Tensor:
     if not isinstance(router_logits, torch.Tensor):
         raise InputError("router_logits", "a torch.Tensor", type(router_logits).__name__)
     e = "E" if num_experts is None else str(num_experts)
@@ -164,7 +176,8 @@ def _checked_logits(router_logits: object, num_experts: int | None, k: int) -> t
                          f"dtype {str(router_logits.dtype).removeprefix('torch.')}")
     if k > router_logits.shape[1]:
         raise InputError("top_k", f"at most the {router_logits.shape[1]} experts of router_logits", k)
-    _check_finite("router_logits", router_logits)
+    if should_check_values(check_values, router_logits):
+        check_finite("router_logits", router_logits)
     return router_logits
 
 
@@ -180,7 +193,7 @@ def _check_groups(routing: RoutingConfig, num_experts: int, k: int) -> None:
 
 
 def _checked_bias(bias: object, routing: RoutingConfig, num_experts: int,
-                  device: torch.device | None) -> torch.Tensor | None:
+                  device: torch.device | None, check_values: bool | None) -> torch.Tensor | None:
     if bias is None:
         if routing.score_correction_bias:
             raise InputError("score_correction_bias", f"a [{num_experts}] tensor (routing.score_correction_bias "
@@ -197,12 +210,6 @@ def _checked_bias(bias: object, routing: RoutingConfig, num_experts: int,
                          f"dtype {str(bias.dtype).removeprefix('torch.')}")
     if device is not None and bias.device != device:
         raise InputError("score_correction_bias", f"device {device} (where router_logits is)", f"device {bias.device}")
-    _check_finite("score_correction_bias", bias)
+    if should_check_values(check_values, bias):
+        check_finite("score_correction_bias", bias)
     return bias.float()
-
-
-def _check_finite(name: str, t: torch.Tensor) -> None:
-    bad = ~torch.isfinite(t)
-    if bool(bad.any()):
-        first = bad.nonzero()[0].tolist()
-        raise InputError(name, "finite values", f"NaN or inf (first at index {first})")

@@ -82,7 +82,10 @@ class BackendSpec:
     """One registered backend. ``supports(config, platform)`` runs its checks in a fixed order:
     vendor, activation format, scheme, activation, vendor libraries, then ``checks``.
     ``environment`` names the variables those checks read: their values join the selection cache
-    key, so flipping one mid-process is never answered from the cache. ``plugin_api`` is the
+    key, so flipping one mid-process is never answered from the cache. ``inverse`` is the
+    converter's exact inverse (``KernelWeights -> CanonicalWeights``, used by ``MoELayer.state_dict``,
+    ``.to()`` and pickling); ``None`` means ``to_canonical`` in the converter's module, if it has one.
+    ``plugin_api`` is the
     ``moe_oracle.PLUGIN_API_VERSION`` the providing package was written against, as a literal;
     the registry refuses a spec whose number differs from this core's (``None``: not declared)."""
 
@@ -97,6 +100,7 @@ class BackendSpec:
     checks: tuple[Check, ...] = ()
     libraries: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     converter: str | None = None
+    inverse: str | None = None
     environment: tuple[str, ...] = ()
     distribution: str = ""
     description: str = ""
@@ -126,7 +130,9 @@ class BackendSpec:
             raise RegistryError(f"{where}: unknown activations {bad_acts}; known: {', '.join(ACTIVATIONS)}")
         if self.activation_format not in ("standard", "batched"):
             raise RegistryError(f"{where}: activation_format must be 'standard' or 'batched', got {self.activation_format!r}")
-        for label, path in (("experts", self.experts), ("converter", self.converter)):
+        if self.inverse is not None and self.converter is None:
+            raise RegistryError(f"{where}: inverse without a converter (the identity needs no inverse)")
+        for label, path in (("experts", self.experts), ("converter", self.converter), ("inverse", self.inverse)):
             if path is not None and not _PATH_RE.match(path):
                 raise RegistryError(f"{where}: {label} must be a 'module:attribute' path, got {path!r}")
         if self.plugin_api is not None and (type(self.plugin_api) is not int or self.plugin_api < 1):
@@ -181,6 +187,19 @@ class BackendSpec:
             raise RegistryError(f"backend {self.name!r} converter{self._from()}: {self.converter!r} is a "
                                 f"{type(fn).__name__}, not callable")
         return fn
+
+    def load_inverse(self) -> Any:
+        """The converter's inverse, or ``None`` when there is no converter (canonical layout) or the
+        converter's module has no ``to_canonical`` and ``inverse`` is not set."""
+        if self.converter is None:
+            return None
+        if self.inverse is not None:
+            return _load(self.inverse, f"backend {self.name!r} inverse{self._from()}")
+        module = self.converter.partition(":")[0]
+        try:
+            return getattr(importlib.import_module(module), "to_canonical", None)
+        except ImportError as exc:
+            raise RegistryError(f"backend {self.name!r} inverse{self._from()}: cannot import {module!r}: {exc}") from exc
 
     def resolve(self) -> Support:
         """Import the experts class and converter now: ``Support.no`` with the error if either

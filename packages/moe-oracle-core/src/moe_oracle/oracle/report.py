@@ -168,5 +168,22 @@ class Selection:
     def experts_cls(self) -> type:
         return self.spec.load_experts()
 
+    # Immutable: copies are itself. A pickle names the backend; unpickling finds its spec in the
+    # registry of the process that loads it (where the backend must be registered too).
+    def __copy__(self) -> Selection:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Selection:
+        return self
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return _unpickle_selection, (self.backend, self.report)
+
     def __repr__(self) -> str:
         return f"Selection(backend={self.backend!r}, experts_cls={self.spec.experts!r})"
+
+
+def _unpickle_selection(backend: str, report: SelectionReport) -> Selection:
+    from moe_oracle.registry import registry
+
+    return Selection(backend, registry().get(backend), report)

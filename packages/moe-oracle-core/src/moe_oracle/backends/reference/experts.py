@@ -18,7 +18,9 @@ One forward, top to bottom:
    they contribute zero. Experts that receive no tokens are never touched.
 4. GEMM1, activation: for each local expert that received tokens, its weights are dequantized on
    their own (never all experts at once), ``h = x @ w13[e]^T + w13_bias[e]`` ``[M, N]``, then
-   the activation gives ``[M, I]``.
+   the activation gives ``[M, I]``. On accelerators (no host synchronization, so a CUDA graph can
+   hold the forward) every local expert runs over all T*K slots instead and keeps its own rows;
+   the top-k sum is then a fixed-order sum over each token's K slots (``_apply_masked``).
 5. GEMM2, weighting, top-k reduction: ``y = a @ w2[e]^T + w2_bias[e]`` ``[M, H]``, times the
    router weight (biases come before weighting), summed into the token's row of ``[T, H]``.
 6. The float32 sum is cast to ``hidden.dtype``.
@@ -58,6 +60,7 @@ class ReferenceExperts(ExpertsModular):
     """
 
     activation_format: ClassVar[str] = "standard"
+    _masked: ClassVar[bool] = False  # tests set it to run the accelerators' sync-free path on the CPU
 
     def __init__(self, config: MoEConfig, quant_config: QuantConfig, weights: KernelWeights) -> None:
         super().__init__(config, quant_config, weights)
@@ -114,6 +117,9 @@ class ReferenceExperts(ExpertsModular):
         if expert_map is not None:
             slot_expert = expert_map.long()[slot_expert]                          # [T*K] local, -1 elsewhere
         slot_token = torch.arange(t, device=hidden.device).repeat_interleave(k)   # [T*K]
+        if hidden.device.type != "cpu" or self._masked:
+            out = self._apply_masked(x, slot_expert, slot_token, slot_weight, k)  # [T, H] float32
+            return out.to(hidden.dtype)
         here = slot_expert >= 0
         pair_expert, pair_token, pair_weight = slot_expert[here], slot_token[here], slot_weight[here]  # [R]
         experts_hit = pair_expert.unique().tolist()                               # sorted local ids
@@ -142,6 +148,30 @@ class ReferenceExperts(ExpertsModular):
 
         # 6. Back to the caller's dtype.
         return out.to(hidden.dtype)                                               # [T, H]
+
+    def _apply_masked(self, x: torch.Tensor, slot_expert: torch.Tensor, slot_token: torch.Tensor,
+                      slot_weight: torch.Tensor, k: int) -> torch.Tensor:
+        """Steps 4-5 without reading a value back to the host, for accelerators (a CUDA graph can hold
+        it): every local expert runs over all T*K slots and keeps the rows routed to it (``where``, so
+        rows of other experts, NaN or not, never mix in). Each slot's row is written once, and the K
+        slots of a token are summed in a fixed order, so repeated runs agree bitwise."""
+        config, qc = self.config, self.quant_config
+        p = slot_expert.shape[0]
+        xs = x[slot_token]                                                        # [P, H]
+        act = torch.zeros(p, config.intermediate_size_per_partition, dtype=torch.float32, device=x.device)  # [P, I]
+        for e in range(config.num_local_experts):
+            h = xs @ self._dequantized("w13", e).T                                # [P, N]
+            if qc.w13.bias is not None:
+                h = h + qc.w13.bias[e].float()
+            act = torch.where((slot_expert == e)[:, None], _activation(config, h), act)
+        act = _fake_quantize(config, qc.a2, act)                                  # [P, I]; other ranks' rows are 0
+        y_slots = torch.zeros(p, config.hidden_size, dtype=torch.float32, device=x.device)  # [P, H]
+        for e in range(config.num_local_experts):
+            y = act @ self._dequantized("w2", e).T                                # [P, H]
+            if qc.w2.bias is not None:
+                y = y + qc.w2.bias[e].float()
+            y_slots = torch.where((slot_expert == e)[:, None], y * slot_weight[:, None], y_slots)
+        return y_slots.view(-1, k, config.hidden_size).sum(dim=1)                 # [T, H]
 
     # Helpers ------------------------------------------------------------------------------------
     def _dequantized(self, name: str, e: int) -> torch.Tensor:
