@@ -14,11 +14,8 @@ import pytest
 import torch
 
 from moe_oracle import MoEConfig
-from moe_oracle.kernel.modular import FusedMoEKernel
-from moe_oracle.kernel.weights import CanonicalWeights
-from moe_oracle.oracle.schemes import oracle_for
-from moe_oracle.router import route
-from moe_oracle.testing import random_inputs
+from moe_oracle.plugin import CanonicalWeights
+from moe_oracle.testing import FusedMoEKernel, oracle_for, random_inputs, route
 
 
 def build(backend: str, config: MoEConfig, weights: CanonicalWeights) -> FusedMoEKernel:

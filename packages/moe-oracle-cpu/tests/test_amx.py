@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from moe_oracle import ConfigError, MoEConfig, Platform, WeightError, registry
-from moe_oracle.oracle.schemes import oracle_for
-from moe_oracle.testing import random_weights
+from moe_oracle.testing import oracle_for, random_weights
 from moe_oracle_cpu.amx import experts as amx_experts
 from moe_oracle_cpu.amx.converter import convert, pack_vnni, to_canonical, unpack_vnni
 from moe_oracle_cpu.amx.experts import AmxExperts

@@ -9,11 +9,9 @@ from typing import Any
 import pytest
 import torch
 
-import moe_oracle.quant
+import moe_oracle.plugin
 from moe_oracle import InputError, MoEConfig, Platform, WeightError
-from moe_oracle.kernel.weights import canonical_kernel_weights
-from moe_oracle.oracle.schemes import oracle_for
-from moe_oracle.testing import random_weights
+from moe_oracle.testing import canonical_kernel_weights, oracle_for, random_weights
 from moe_oracle_cpu.grouped import converter as converter_module
 from moe_oracle_cpu.grouped import native
 from moe_oracle_cpu.grouped.converter import NATIVE_LAYOUT, PACKED_LAYOUT, convert, to_canonical
@@ -161,7 +159,7 @@ def test_quantized_native_layers_never_dequantize_an_expert(monkeypatch: pytest.
     converted = convert(random_weights(config, seed=0), config)
     assert converted.layout == f"{NATIVE_LAYOUT}:{build}"
     experts = GroupedExperts(config, oracle_for(config).make_quant_config(config, converted), converted)
-    monkeypatch.setattr(moe_oracle.quant, "dequantize_weights", lambda *a, **k: pytest.fail("dequantized an expert"))
+    monkeypatch.setattr(moe_oracle.plugin, "dequantize_weights", lambda *a, **k: pytest.fail("dequantized an expert"))
     out = experts.apply(*routed(config, 9, 1))
     assert out.shape == (9, 128) and bool(out.isfinite().all())
 
@@ -175,13 +173,13 @@ def test_quantized_experts_are_dequantized_one_tile_at_a_time(monkeypatch: pytes
     experts = GroupedExperts(config, oracle_for(config).make_quant_config(config, converted), converted)
     hidden, topk_weights, topk_ids = routed(config, 5, 1)
     seen: list[int] = []
-    real = moe_oracle.quant.dequantize_weights
+    real = moe_oracle.plugin.dequantize_weights
 
     def spy(scheme: Any, data: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         seen.append(data.shape[0])
         return real(scheme, data, *args, **kwargs)
 
-    monkeypatch.setattr(moe_oracle.quant, "dequantize_weights", spy)
+    monkeypatch.setattr(moe_oracle.plugin, "dequantize_weights", spy)
     experts.apply(hidden, topk_weights, topk_ids)
     hit = int(topk_ids.unique().numel())
     assert seen == [1] * (2 * hit)                                              # w13 and w2 of each expert hit

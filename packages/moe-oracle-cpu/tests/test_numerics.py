@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from moe_oracle import MoEConfig, ParallelConfig, Platform, registry
-from moe_oracle.config.quant import SCHEME_NAMES
+from moe_oracle.plugin import SCHEME_NAMES
 from moe_oracle.testing import assert_close, random_weights, reference_moe
 from moe_oracle_cpu.grouped import native
 from moe_oracle_cpu.grouped.converter import NATIVE_LAYOUT

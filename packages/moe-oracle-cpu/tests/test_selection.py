@@ -7,8 +7,7 @@ import dataclasses
 import pytest
 
 from moe_oracle import MoEConfig, MoELayer, Platform, explain, registry
-from moe_oracle.router import route
-from moe_oracle.testing import assert_close, random_inputs, random_weights, reference_moe
+from moe_oracle.testing import assert_close, random_inputs, random_weights, reference_moe, route
 from moe_oracle_cpu import backends
 
 QWEN3 = MoEConfig.preset("qwen3-30b-a3b")

@@ -11,21 +11,12 @@ import pytest
 import torch
 
 from moe_oracle import MoEConfig, ParallelConfig, Platform, WeightError, registry
-from moe_oracle.kernel.weights import canonical_kernel_weights
-from moe_oracle.oracle.schemes import oracle_for
-from moe_oracle.testing import assert_close, random_weights, reference_moe
-from moe_oracle_cpu.zen.converter import convert, deinterleave, interleave, to_canonical
+from moe_oracle.testing import assert_close, canonical_kernel_weights, oracle_for, random_weights, reference_moe
+from moe_oracle_cpu.zen.converter import convert, to_canonical
 from moe_oracle_cpu.zen.experts import ZentorchExperts
 
 BASE: dict[str, Any] = {"num_experts": 8, "top_k": 2, "hidden_size": 128, "intermediate_size": 64}
 AMD = Platform.simulate("cpu", features=("amd", "avx512", "avx512_bf16"), libraries={"zentorch": "2.13.0.1", "torch": "2.13.0"})
-
-
-def test_interleave_puts_gate_j_and_up_j_on_rows_2j_and_2j_plus_1() -> None:
-    w = torch.arange(1 * 6 * 2).reshape(1, 6, 2)                              # gate rows 0-2, up rows 3-5
-    mixed = interleave(w)
-    assert mixed[0, :, 0].tolist() == [0, 6, 2, 8, 4, 10]
-    assert torch.equal(deinterleave(mixed), w)
 
 
 @pytest.mark.parametrize(("activation", "layout"), [("silu", "canonical"), ("swigluoai", "gate_up_interleaved")])

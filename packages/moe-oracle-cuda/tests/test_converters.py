@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from moe_oracle import MoEConfig, ParallelConfig
-from moe_oracle.kernel.weights import CanonicalWeights
+from moe_oracle.plugin import CanonicalWeights
 from moe_oracle.testing import random_weights
 from moe_oracle_cuda.flashinfer_cutlass import converter as cutlass
 from moe_oracle_cuda.flashinfer_trtllm import converter as trtllm

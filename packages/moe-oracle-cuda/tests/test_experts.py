@@ -15,12 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from moe_oracle import MoEConfig, MoELayer, ParallelConfig, Platform, RoutingConfig
-from moe_oracle.errors import InputError, WeightError
-from moe_oracle.kernel.weights import canonical_kernel_weights
-from moe_oracle.oracle import oracle_for
-from moe_oracle.quant import quantize_activation
-from moe_oracle.router import route
-from moe_oracle.testing import random_inputs, random_weights, reference_moe
+from moe_oracle.plugin import InputError, WeightError, quantize_activation
+from moe_oracle.testing import canonical_kernel_weights, oracle_for, random_inputs, random_weights, reference_moe, route
 from moe_oracle_cuda.flashinfer_api import pack_topk
 from moe_oracle_cuda.flashinfer_cutlass.experts import (
     CutlassBlockScales,

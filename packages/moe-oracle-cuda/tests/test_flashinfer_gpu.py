@@ -19,8 +19,13 @@ pytestmark = [
 ]
 
 from moe_oracle import MoEConfig, oracle_for  # noqa: E402
-from moe_oracle.router import route  # noqa: E402
-from moe_oracle.testing import assert_close, random_inputs, random_weights, reference_moe  # noqa: E402
+from moe_oracle.testing import (  # noqa: E402
+    assert_close,
+    random_inputs,
+    random_weights,
+    reference_moe,
+    route,
+)
 from moe_oracle_cuda.flashinfer_cutlass.converter import convert  # noqa: E402
 from moe_oracle_cuda.flashinfer_cutlass.experts import FlashInferCutlassExperts  # noqa: E402
 

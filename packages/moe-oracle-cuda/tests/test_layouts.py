@@ -31,28 +31,6 @@ def test_swap_halves_rejects_an_odd_dimension() -> None:
         L.swap_halves(torch.zeros(2, 5, 3), dim=1)
 
 
-def test_pad_halves_pads_gate_and_up_separately() -> None:
-    t = torch.arange(1, 7).reshape(1, 6).float()  # gate 1 2 3, up 4 5 6
-    padded = L.pad_halves(t, dim=1, half=5)
-    assert padded.tolist() == [[1, 2, 3, 0, 0, 4, 5, 6, 0, 0]]
-    assert torch.equal(L.unpad_halves(padded, dim=1, half=3), t)
-
-
-def test_pad_halves_rejects_shrinking() -> None:
-    with pytest.raises(ValueError, match="dimension 1 of size 6 cannot be padded to two halves of 2"):
-        L.pad_halves(torch.zeros(1, 6), dim=1, half=2)
-
-
-def test_pad_to_pads_fp8_through_its_bytes_with_zeros() -> None:
-    t = torch.randn(2, 3, 4).to(torch.float8_e4m3fn)
-    padded = L.pad_to(t, dim=2, size=6)
-    assert padded.dtype == torch.float8_e4m3fn and padded.shape == (2, 3, 6)
-    assert torch.equal(padded[..., :4].view(torch.uint8), t.view(torch.uint8))
-    assert not padded[..., 4:].float().any()
-    with pytest.raises(ValueError, match="dimension 2 has 4 entries, more than 3"):
-        L.pad_to(t, dim=2, size=3)
-
-
 # TRTLLM row permutations ---------------------------------------------------------------------------
 def test_gated_interleave_alternates_up_and_gate_rows() -> None:
     assert L.gated_interleave_rows(8).tolist() == [0, 4, 1, 5, 2, 6, 3, 7]

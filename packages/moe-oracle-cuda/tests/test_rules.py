@@ -6,11 +6,9 @@ from __future__ import annotations
 import pytest
 
 import moe_oracle
-from moe_oracle import MoEConfig, ParallelConfig, Platform, Registry, RoutingConfig
-from moe_oracle.backends.reference.spec import REFERENCE_SPEC
-from moe_oracle.oracle import Mxfp4Oracle, oracle_for
-from moe_oracle.oracle.report import SelectionReport
-from moe_oracle.spec import BackendSpec
+from moe_oracle import MoEConfig, Mxfp4Oracle, ParallelConfig, Platform, Registry, RoutingConfig
+from moe_oracle.plugin import BackendSpec
+from moe_oracle.testing import REFERENCE_SPEC, SelectionReport, oracle_for
 from moe_oracle_cuda import backends
 
 FI = {"flashinfer": "0.6.13", "triton": "3.6.0"}

@@ -112,7 +112,7 @@ def layouts() -> types.SimpleNamespace:
 
 def per_channel_int4(config: Any, seed: int) -> Any:
     """w4a8_fp8 canonical weights whose group scales are equal along each row (what AITER runs)."""
-    from moe_oracle.kernel.weights import CanonicalWeights
+    from moe_oracle.plugin import CanonicalWeights
 
     g = torch.Generator().manual_seed(seed)
     e, n, h, i = config.num_local_experts, config.w13_rows, config.hidden_size, config.intermediate_size_per_partition

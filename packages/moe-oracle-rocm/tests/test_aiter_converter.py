@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from moe_oracle import MoEConfig
-from moe_oracle.errors import WeightError
-from moe_oracle.kernel.weights import CanonicalWeights
+from moe_oracle.plugin import CanonicalWeights, WeightError
 from moe_oracle.testing import random_weights
 from moe_oracle_rocm.aiter.converter import convert, to_canonical
 
@@ -62,7 +61,7 @@ def test_w4a8_round_trip_and_layout(layouts: types.SimpleNamespace, w4a8_weights
     assert converted.layout == "aiter_int4_words"
     assert converted.w13.dtype == torch.uint32 and converted.w13.shape == (4, 256, 16)
     assert converted.get("w13_scale").shape == (4, 256, 1)  # type: ignore[union-attr]
-    from moe_oracle.quant import unpack_nibbles
+    from moe_oracle.plugin import unpack_nibbles
 
     signed = unpack_nibbles(weights.w13).to(torch.int8) - 8
     expected = layouts.int4_words(layouts.tiles(signed, 32))
@@ -128,7 +127,7 @@ def test_refuses_a_scheme_aiter_does_not_run() -> None:
 
 
 def test_inverse_refuses_other_backends() -> None:
-    from moe_oracle.kernel.weights import canonical_kernel_weights
+    from moe_oracle.testing import canonical_kernel_weights
 
     config = _config("bf16")
     with pytest.raises(WeightError, match=r"^kernel.backend: expected 'aiter', got 'triton'$"):

@@ -18,11 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from moe_oracle import MoEConfig, MoELayer, ParallelConfig, Platform
-from moe_oracle.errors import WeightError
-from moe_oracle.kernel.weights import CanonicalWeights
-from moe_oracle.quant import unpack_nibbles
-from moe_oracle.router import route
-from moe_oracle.testing import assert_close, random_inputs, random_weights, reference_moe
+from moe_oracle.plugin import CanonicalWeights, WeightError, unpack_nibbles
+from moe_oracle.testing import assert_close, random_inputs, random_weights, reference_moe, route
 from moe_oracle_rocm.aiter import arch as arch_mod
 from moe_oracle_rocm.aiter.spec import AITER_SCHEMES
 
@@ -218,9 +215,7 @@ def test_hidden_padding_is_zero_and_sliced_off(fake_aiter: Callable[..., Any]) -
 
 def test_experts_refuse_an_activation_aiter_lacks() -> None:
     """The spec rejects relu2 at selection; building the experts directly says so too, as a config error."""
-    from moe_oracle.errors import ConfigError
-    from moe_oracle.kernel.quant_config import QuantConfig
-    from moe_oracle.kernel.weights import KernelWeights
+    from moe_oracle.plugin import ConfigError, KernelWeights, QuantConfig
     from moe_oracle_rocm.aiter.converter import LAYOUTS
     from moe_oracle_rocm.aiter.experts import AiterExperts
 

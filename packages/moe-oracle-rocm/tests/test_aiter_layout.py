@@ -7,7 +7,7 @@ import types
 import pytest
 import torch
 
-from moe_oracle.errors import WeightError
+from moe_oracle.plugin import WeightError
 from moe_oracle_rocm.aiter.layout import (
     from_fnuz,
     pack_int4_words,

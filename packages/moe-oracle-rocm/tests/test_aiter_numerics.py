@@ -13,9 +13,8 @@ import pytest
 import torch
 
 from moe_oracle import MoEConfig, MoELayer, Platform, explain
-from moe_oracle.kernel.weights import CanonicalWeights
-from moe_oracle.router import route
-from moe_oracle.testing import assert_close, random_inputs, random_weights, reference_moe, tolerance
+from moe_oracle.plugin import CanonicalWeights
+from moe_oracle.testing import assert_close, random_inputs, random_weights, reference_moe, route, tolerance
 
 pytestmark = pytest.mark.gpu
 

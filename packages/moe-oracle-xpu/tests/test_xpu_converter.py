@@ -6,11 +6,10 @@ import pytest
 import torch
 
 from moe_oracle import MoEConfig
-from moe_oracle.errors import WeightError
-from moe_oracle.kernel.weights import CanonicalWeights
+from moe_oracle.plugin import CanonicalWeights, WeightError
 from moe_oracle.testing import random_weights
 from moe_oracle_xpu.ipex import converter as ipex_converter
-from moe_oracle_xpu.xpu.converter import convert, deinterleave_gate_up, interleave_gate_up, to_canonical
+from moe_oracle_xpu.xpu.converter import convert, to_canonical
 
 
 def _raw(t: torch.Tensor) -> torch.Tensor:
@@ -86,12 +85,6 @@ def test_swigluoai_interleaves_gate_and_up_rows() -> None:
     assert torch.equal(converted.w13, weights.w13[:, order, :].transpose(1, 2))
     assert torch.equal(converted.tensors["w13_bias"], weights.w13_bias[:, order])  # type: ignore[index]
     assert torch.equal(converted.w2, weights.w2.transpose(1, 2))          # w2 has no gate/up axis
-
-
-def test_interleave_inverts() -> None:
-    x = torch.arange(2 * 6 * 3).reshape(2, 6, 3)
-    assert interleave_gate_up(x, 1)[0, :, 0].tolist() == [0, 9, 3, 12, 6, 15]
-    assert torch.equal(deinterleave_gate_up(interleave_gate_up(x, 1), 1), x)
 
 
 def test_refuses_other_schemes_and_backends() -> None:

@@ -16,9 +16,8 @@ import pytest
 import torch
 
 from moe_oracle import MoEConfig, MoELayer, ParallelConfig, Platform, RoutingConfig
-from moe_oracle.kernel.weights import CanonicalWeights
-from moe_oracle.router import route
-from moe_oracle.testing import assert_close, random_inputs, random_weights, reference_moe
+from moe_oracle.plugin import CanonicalWeights
+from moe_oracle.testing import assert_close, random_inputs, random_weights, reference_moe, route
 from moe_oracle_xpu.xpu.spec import XPU_SCHEMES
 
 XPU = Platform.simulate("xpu", libraries={"vllm_xpu_kernels": "0.1.16"})

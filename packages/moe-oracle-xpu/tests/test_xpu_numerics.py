@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from moe_oracle import MoEConfig, MoELayer, Platform
-from moe_oracle.router import route
-from moe_oracle.testing import assert_close, random_inputs, random_weights, reference_moe, tolerance
+from moe_oracle.testing import assert_close, random_inputs, random_weights, reference_moe, route, tolerance
 
 pytestmark = pytest.mark.gpu
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from moe_oracle import MoEConfig, ParallelConfig, Platform, RoutingConfig
+from moe_oracle.plugin import release
 from moe_oracle_xpu.ipex.spec import XPU_IPEX_SPEC, torch_version
-from moe_oracle_xpu.versions import release
 from moe_oracle_xpu.xpu.spec import XPU_SCHEMES, XPU_SPEC
 
 XPU = Platform.simulate("xpu", libraries={"vllm_xpu_kernels": "0.1.16"})

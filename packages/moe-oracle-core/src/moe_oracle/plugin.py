@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moe_oracle.config.moe import ACTIVATIONS, GPT_OSS_SWIGLU_ALPHA, GPT_OSS_SWIGLU_LIMIT, MoEConfig, dtype_name
 from moe_oracle.config.quant import SCHEME_NAMES, QuantKey, QuantScheme
@@ -64,6 +64,9 @@ from moe_oracle.support import (
     show_release,
 )
 from moe_oracle.version import PLUGIN_API_VERSION
+
+if TYPE_CHECKING:  # the names loaded on first use (``_LAZY``), for type checkers
+    pass
 
 
 def load_library(module: str, *, backend: str, install: str,

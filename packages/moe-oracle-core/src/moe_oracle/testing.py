@@ -341,7 +341,25 @@ def _dense_activation(config: MoEConfig, h: torch.Tensor) -> torch.Tensor:
     return (silu(gate) if config.activation == "silu" else gelu(gate)) * up
 
 
+# What a vendor's tests need beyond moe_oracle.plugin: routing, the oracle's own conversion path,
+# the reference spec and report types.
+from moe_oracle.backends.reference.spec import REFERENCE_SPEC  # noqa: E402
+from moe_oracle.kernel.modular import FusedMoEKernel  # noqa: E402
+from moe_oracle.oracle.report import SelectionReport  # noqa: E402
+from moe_oracle.oracle.schemes import oracle_for  # noqa: E402
+from moe_oracle.router import route  # noqa: E402
+
+
+def build_kernel(backend: str, config: MoEConfig, weights: CanonicalWeights) -> FusedMoEKernel:
+    """Convert, make the quant config and assemble ``backend`` exactly as a layer does."""
+    oracle = oracle_for(config)
+    converted = oracle.convert_to_kernel_format(backend, config, weights)
+    quant = oracle.make_quant_config(converted.config, converted)
+    return oracle.make_kernel(backend, config, quant, converted)
+
+
 __all__ = [
-    "ACTIVATION_TOLERANCES", "Comparison", "DTYPE_TOLERANCES", "Tolerance", "assert_close", "compare",
-    "dense_moe", "random_inputs", "random_weights", "reference_moe", "tolerance",
+    "ACTIVATION_TOLERANCES", "REFERENCE_SPEC", "Comparison", "DTYPE_TOLERANCES", "FusedMoEKernel", "SelectionReport",
+    "Tolerance", "assert_close", "build_kernel", "canonical_kernel_weights", "compare", "dense_moe", "oracle_for",
+    "random_inputs", "random_weights", "reference_moe", "route", "tolerance",
 ]

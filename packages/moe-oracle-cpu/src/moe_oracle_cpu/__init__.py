@@ -15,7 +15,7 @@ a backend is checked or built, so this package imports on any machine.
 
 from __future__ import annotations
 
-from moe_oracle import BackendSpec, PriorityHint
+from moe_oracle.plugin import BackendSpec, PriorityHint
 from moe_oracle_cpu.version import __version__
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from moe_oracle.config.moe import MoEConfig
+from moe_oracle.plugin import MoEConfig
 
 
 def activate_(config: MoEConfig, h: torch.Tensor) -> torch.Tensor:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from moe_oracle.config.moe import MoEConfig
-from moe_oracle.errors import InputError
-from moe_oracle.kernel.inputs import check_routed_inputs
+from moe_oracle.plugin import InputError, MoEConfig, check_routed_inputs
 
 
 def check_inputs(config: MoEConfig, hidden: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor,

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from moe_oracle.config.moe import MoEConfig
-from moe_oracle.kernel.quant_config import QuantDesc
+from moe_oracle.plugin import MoEConfig, QuantDesc
 
 
 def compute_dtype(config: MoEConfig, features: frozenset[str]) -> torch.dtype:
@@ -37,7 +36,7 @@ class ExpertWeights:
         scheme = self.config.scheme
         if scheme.weight is None:
             return self.data[e] if self.data.dtype == self.dtype else self.data[e].to(self.dtype)
-        from moe_oracle.quant import dequantize_weights
+        from moe_oracle.plugin import dequantize_weights
 
         def one(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t[e:e + 1]

@@ -15,7 +15,7 @@ between them depends only on whether the native kernels run the config.
 
 from __future__ import annotations
 
-from moe_oracle.spec import PriorityHint
+from moe_oracle.plugin import PriorityHint
 from moe_oracle_cpu.amx.spec import HAS_AMX_KERNEL
 from moe_oracle_cpu.grouped.spec import AVX512_KERNELS
 

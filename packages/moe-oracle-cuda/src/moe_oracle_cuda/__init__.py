@@ -7,7 +7,7 @@ imports flashinfer: its absence is a support reason ("flashinfer not installed")
 
 from __future__ import annotations
 
-from moe_oracle import BackendSpec, PriorityHint
+from moe_oracle.plugin import BackendSpec, PriorityHint
 from moe_oracle_cuda.version import __version__
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from moe_oracle.config.moe import MoEConfig
+from moe_oracle.plugin import MoEConfig
 
 
 def activation_type(config: MoEConfig) -> str:

@@ -6,17 +6,12 @@ from types import ModuleType
 
 import torch
 
-from moe_oracle.errors import InputError
-from moe_oracle.kernel.inputs import FLOAT_DTYPES, INDEX_DTYPES, check_tensor
+from moe_oracle.plugin import FLOAT_DTYPES, INDEX_DTYPES, InputError, check_tensor, load_library
 
 
 def fused_moe_module() -> ModuleType:
     """``flashinfer.fused_moe``; ``ImportError`` saying how to install it when it is absent."""
-    try:
-        import flashinfer.fused_moe as fused_moe
-    except ImportError as exc:
-        raise ImportError(f"the FlashInfer MoE backends need flashinfer (pip install flashinfer-python): {exc}") from exc
-    return fused_moe
+    return load_library("flashinfer.fused_moe", backend="flashinfer_*", install="flashinfer (pip install flashinfer-python)")
 
 
 def enum_value(module: ModuleType, enum: str, member: str) -> int:

@@ -7,8 +7,7 @@ the inverses back to the canonical tensors, bit for bit.
 
 - Gate/up order. Canonical w13 is ``[gate; up]`` (``w13``); FlashInfer's gated GEMMs read
   ``[up; gate]`` (``w31``). ``swap_halves`` converts either way (it is its own inverse).
-- Padding. ``pad_halves`` zero-pads each half of a gated dimension (gate rows and up rows
-  separately), ``pad_to`` pads one dimension at its end; both are undone by slicing.
+- Padding: core's ``pad_halves`` / ``pad_to`` (``moe_oracle.plugin``), undone by slicing.
 - TRTLLM row permutations. ``gated_interleave_rows`` interleaves the two halves of w31
   (rows ``u0, g0, u1, g1, ...``) so the gated epilogue reads a pair in one load;
   ``shuffle_rows`` is TRT-LLM-gen's ``shuffleMatrixA`` for a 128-row epilogue tile: inside each
@@ -31,14 +30,13 @@ from __future__ import annotations
 import functools
 
 import torch
-import torch.nn.functional as F
+
+from moe_oracle.plugin import pad_to, round_up
 
 BLOCK_MAJOR_K_BYTES = 128
 EPILOGUE_TILE_M = 128
 
 
-def round_up(x: int, multiple: int) -> int:
-    return -(-x // multiple) * multiple
 
 
 # Gate/up order and padding ---------------------------------------------------------------
@@ -51,34 +49,10 @@ def swap_halves(t: torch.Tensor, *, dim: int) -> torch.Tensor:
     return torch.cat((up, gate), dim=dim)
 
 
-def pad_halves(t: torch.Tensor, *, dim: int, half: int) -> torch.Tensor:
-    """Zero-pad each of the two halves of ``dim`` to ``half`` entries: ``[a; b]`` -> ``[a, 0; b, 0]``."""
-    n = t.shape[dim]
-    if n % 2 or n // 2 > half:
-        raise ValueError(f"pad_halves: dimension {dim} of size {n} cannot be padded to two halves of {half}")
-    first, second = t.split(n // 2, dim=dim)
-    return torch.cat((pad_to(first, dim=dim, size=half), pad_to(second, dim=dim, size=half)), dim=dim)
 
 
-def unpad_halves(t: torch.Tensor, *, dim: int, half: int) -> torch.Tensor:
-    """Inverse of ``pad_halves``: keep the first ``half`` entries of each half."""
-    first, second = t.split(t.shape[dim] // 2, dim=dim)
-    return torch.cat((first.narrow(dim, 0, half), second.narrow(dim, 0, half)), dim=dim)
 
 
-def pad_to(t: torch.Tensor, *, dim: int, size: int) -> torch.Tensor:
-    """Zero-pad ``dim`` at its end to ``size`` entries (a copy even when nothing is added)."""
-    extra = size - t.shape[dim]
-    if extra < 0:
-        raise ValueError(f"pad_to: dimension {dim} has {t.shape[dim]} entries, more than {size}")
-    if extra == 0:
-        return t.clone()
-    d = dim % t.dim()
-    pads = [0, 0] * (t.dim() - d - 1) + [0, extra]
-    if t.dtype in (torch.uint8, torch.int8, torch.int32, torch.int64, torch.float32, torch.float16, torch.bfloat16):
-        return F.pad(t, pads)
-    # float8 and other storage-only dtypes: pad their bytes (zero bytes are +0.0 in e4m3/e2m1).
-    return F.pad(t.view(torch.uint8), pads).view(t.dtype)
 
 
 # TRTLLM row permutations -------------------------------------------------------------------

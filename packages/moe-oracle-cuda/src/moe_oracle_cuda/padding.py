@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from moe_oracle.config.moe import MoEConfig
-from moe_oracle_cuda.layouts import pad_halves, pad_to, round_up, unpad_halves
+from moe_oracle.plugin import MoEConfig, pad_halves, pad_to, round_up, unpad_halves
 
 
 @dataclass(frozen=True)

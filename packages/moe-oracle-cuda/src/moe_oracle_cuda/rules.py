@@ -10,8 +10,7 @@ batched activation format only on batched_triton).
 
 from __future__ import annotations
 
-from moe_oracle.spec import PriorityHint
-from moe_oracle.support import activation_in, dp_size_above, on_vendor
+from moe_oracle.plugin import PriorityHint, activation_in, dp_size_above, on_vendor
 from moe_oracle_cuda.checks import EXPERT_PARALLEL, FP8_BLOCK, GPT_OSS, HOPPER, MXFP4_FAMILY, UNQUANTIZED_SCHEME
 
 TRITONS = ("triton", "batched_triton")

@@ -7,7 +7,7 @@ kernel runs, so this package imports on any machine.
 
 from __future__ import annotations
 
-from moe_oracle import BackendSpec, PriorityHint
+from moe_oracle.plugin import BackendSpec, PriorityHint
 from moe_oracle_rocm.version import __version__
 
 

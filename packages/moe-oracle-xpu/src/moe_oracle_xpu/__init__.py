@@ -7,7 +7,7 @@ libraries are imported only when a kernel is built, so this package imports on a
 
 from __future__ import annotations
 
-from moe_oracle import BackendSpec, PriorityHint
+from moe_oracle.plugin import BackendSpec, PriorityHint
 from moe_oracle_xpu.version import __version__
 
 

@@ -192,7 +192,7 @@ def _is_gpt_oss(module: torch.nn.Module) -> bool:
 def moe_config(module: torch.nn.Module) -> MoEConfig:
     """The ``MoEConfig`` of one experts module: from its model's config, sized and typed by its tensors."""
     _check_layout(module)
-    cfg = module.config
+    cfg: Any = module.config  # a transformers PretrainedConfig
     scheme = _scheme(module)
     gate_up = _weight(module, "gate_up_proj")
     down = _weight(module, "down_proj")
@@ -211,7 +211,7 @@ def moe_config(module: torch.nn.Module) -> MoEConfig:
             raise ConfigError("hidden_act", f"{act!r} ({model_type}): moe-oracle runs {', '.join(_ACTIVATIONS)}")
         top_k = getattr(cfg, "num_experts_per_tok", None) or getattr(cfg, "experts_per_token", None) or 1
         config = MoEConfig(num_experts=e, top_k=min(int(top_k), e), hidden_size=h, intermediate_size=i,
-                           activation=_ACTIVATIONS[act], dtype=dtype, quant=quant,
+                           activation=_ACTIVATIONS[act], dtype=dtype, quant=quant,  # type: ignore[arg-type]
                            has_bias=bool(getattr(module, "has_bias", False)))
     if (config.num_experts, config.hidden_size, config.intermediate_size) != (e, h, i):
         raise ConfigError("config", f"{model_type}: config.json gives E={config.num_experts} H={config.hidden_size} "

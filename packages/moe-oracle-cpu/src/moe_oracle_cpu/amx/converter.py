@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from moe_oracle.config.moe import MoEConfig
-from moe_oracle.errors import WeightError
-from moe_oracle.kernel.weights import CanonicalWeights, KernelWeights
+from moe_oracle.plugin import CanonicalWeights, KernelWeights, MoEConfig, WeightError
 from moe_oracle_cpu.amx.spec import BACKEND, TILE_K, TILE_N
 
 LAYOUT = "vnni2_block32"

@@ -11,11 +11,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from moe_oracle.config.moe import MoEConfig
-from moe_oracle.errors import ConfigError
-from moe_oracle.kernel.modular import ExpertsModular
-from moe_oracle.kernel.quant_config import QuantConfig
-from moe_oracle.kernel.weights import KernelWeights
+from moe_oracle.plugin import ConfigError, ExpertsModular, KernelWeights, MoEConfig, QuantConfig
 from moe_oracle_cpu._inputs import check_inputs
 from moe_oracle_cpu.amx.converter import LAYOUT
 from moe_oracle_cpu.amx.kernel import find_op, run_fused_experts

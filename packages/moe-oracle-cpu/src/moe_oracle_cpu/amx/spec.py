@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from moe_oracle.config.moe import MoEConfig
-from moe_oracle.platform import Platform
-from moe_oracle.spec import BackendSpec
-from moe_oracle.support import Check, Condition, Support, no_bias
+from moe_oracle.plugin import BackendSpec, Check, Condition, MoEConfig, Platform, Support, no_bias
 from moe_oracle_cpu.version import PLUGIN_API
 
 BACKEND = "cpu_amx"

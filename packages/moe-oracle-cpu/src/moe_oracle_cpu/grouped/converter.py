@@ -36,9 +36,7 @@ import logging
 
 import torch
 
-from moe_oracle.config.moe import MoEConfig
-from moe_oracle.kernel.weights import CanonicalWeights, KernelWeights
-from moe_oracle.platform import Platform
+from moe_oracle.plugin import CanonicalWeights, KernelWeights, MoEConfig, Platform
 from moe_oracle_cpu.grouped import native
 from moe_oracle_cpu.grouped.panels import pack_quantized
 from moe_oracle_cpu.grouped.spec import BACKEND

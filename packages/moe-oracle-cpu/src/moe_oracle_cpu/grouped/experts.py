@@ -40,11 +40,7 @@ from typing import ClassVar
 
 import torch
 
-from moe_oracle.config.moe import MoEConfig
-from moe_oracle.errors import WeightError
-from moe_oracle.kernel.modular import ExpertsModular
-from moe_oracle.kernel.quant_config import QuantConfig, QuantDesc
-from moe_oracle.kernel.weights import KernelWeights
+from moe_oracle.plugin import ExpertsModular, KernelWeights, MoEConfig, QuantConfig, QuantDesc, WeightError
 from moe_oracle_cpu._activation import activate_
 from moe_oracle_cpu._inputs import check_inputs
 from moe_oracle_cpu._routing import ExpertRows, sort_by_expert
@@ -230,6 +226,6 @@ def _quantized(config: MoEConfig, desc: QuantDesc, x: torch.Tensor, dtype: torch
     (over exactly these rows, as the reference does), back in ``dtype``; ``x`` itself if unquantized."""
     if desc.key is None or x.numel() == 0:
         return x
-    from moe_oracle.quant import fake_quantize_activation
+    from moe_oracle.plugin import fake_quantize_activation
 
     return fake_quantize_activation(config.scheme, x, scale=desc.scale).to(dtype)

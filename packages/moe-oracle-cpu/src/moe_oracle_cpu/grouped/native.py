@@ -45,8 +45,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from moe_oracle.config.moe import MoEConfig
-from moe_oracle.errors import ConfigError
+from moe_oracle.plugin import ConfigError, MoEConfig, deinterleave_gate_up, interleave_gate_up
 
 ENV_SWITCH = "MOE_ORACLE_CPU_NATIVE"
 ENV_CACHE = "MOE_ORACLE_CACHE_DIR"
@@ -311,7 +310,7 @@ def pack(w: torch.Tensor, *, gate_up: bool = False) -> torch.Tensor:
     A new tensor."""
     e, n, k = w.shape
     if gate_up:
-        w = interleave_gate_up(w)
+        w = interleave_gate_up(w, block=PANEL // 2)
     if w.dtype == torch.bfloat16:
         return w.reshape(e, n // PANEL, PANEL, k // 2, 2).permute(0, 1, 3, 2, 4).contiguous()
     return w.reshape(e, n // PANEL, PANEL, k).permute(0, 1, 3, 2).contiguous()
@@ -325,19 +324,7 @@ def unpack(p: torch.Tensor, *, gate_up: bool = False) -> torch.Tensor:
     else:
         e, blocks, k, _ = p.shape
         w = p.permute(0, 1, 3, 2).reshape(e, blocks * PANEL, k)
-    return deinterleave_gate_up(w) if gate_up else w
-
-
-def interleave_gate_up(t: torch.Tensor) -> torch.Tensor:
-    """Rows ``[E, 2I, X]`` (gate then up) reordered so each 64-row block is 32 gate rows then their 32 up rows."""
-    e, n, x = t.shape
-    return t.reshape(e, 2, n // PANEL, PANEL // 2, x).transpose(1, 2).reshape(e, n, x)
-
-
-def deinterleave_gate_up(t: torch.Tensor) -> torch.Tensor:
-    """The inverse of ``interleave_gate_up``."""
-    e, n, x = t.shape
-    return t.reshape(e, n // PANEL, 2, PANEL // 2, x).transpose(1, 2).reshape(e, n, x)
+    return deinterleave_gate_up(w, block=PANEL // 2) if gate_up else w
 
 
 def float_panels(build: str, w: torch.Tensor, *, gate_up: bool = False) -> Panels:

@@ -11,17 +11,15 @@ Per projection (``w13`` ``[E_l, N, H]`` or ``w2`` ``[E_l, H, I]`` canonical, K i
 - zero float32 alike for ``_zp`` schemes (int8 with zero points stores ``u - 128``, so its zero is
   ``z - 128``); else the constant ``offset`` (8 for symmetric int4 codes, 0 otherwise).
 
-With ``gate_up`` every tensor's rows are reordered as ``native.interleave_gate_up`` does, for the
-silu epilogue. The canonical tensors stay the layer's record (``converter.to_canonical``).
+With ``gate_up`` every tensor's rows are reordered as ``native.pack`` does (32 gate rows, then their
+32 up rows, per panel), for the silu epilogue. The canonical tensors stay the layer's record (``converter.to_canonical``).
 """
 
 from __future__ import annotations
 
 import torch
 
-from moe_oracle.config.moe import MoEConfig
-from moe_oracle.config.quant import QuantKey
-from moe_oracle.quant.mx import decode_e8m0
+from moe_oracle.plugin import MoEConfig, QuantKey, decode_e8m0, interleave_gate_up
 from moe_oracle_cpu.grouped import native
 
 # Canonical weight dtype name -> the kernels' code format.
@@ -31,7 +29,7 @@ _FORMATS = {"int8": native.FMT_I8, "fp8_e4m3": native.FMT_E4M3, "int4": native.F
 def _panelize(t: torch.Tensor, gate_up: bool) -> torch.Tensor:
     """``[E, N, X]`` -> ``[E, N/64, X, 64]`` (rows interleaved first with ``gate_up``), contiguous."""
     if gate_up:
-        t = native.interleave_gate_up(t)
+        t = interleave_gate_up(t, block=native.PANEL // 2)
     e, n, x = t.shape
     return t.reshape(e, n // native.PANEL, native.PANEL, x).transpose(2, 3).contiguous()
 

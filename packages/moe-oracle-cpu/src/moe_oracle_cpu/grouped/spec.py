@@ -3,11 +3,18 @@ before the reference, and the first where no fused vendor op is installed."""
 
 from __future__ import annotations
 
-from moe_oracle.config.moe import ACTIVATIONS, MoEConfig, dtype_name
-from moe_oracle.config.quant import SCHEME_NAMES
-from moe_oracle.platform import Platform
-from moe_oracle.spec import BackendSpec, PriorityHint
-from moe_oracle.support import Check, Condition, Support
+from moe_oracle.plugin import (
+    ACTIVATIONS,
+    SCHEME_NAMES,
+    BackendSpec,
+    Check,
+    Condition,
+    MoEConfig,
+    Platform,
+    PriorityHint,
+    Support,
+    dtype_name,
+)
 from moe_oracle_cpu.version import PLUGIN_API
 
 BACKEND = "cpu_grouped"

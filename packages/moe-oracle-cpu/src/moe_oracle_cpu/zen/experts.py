@@ -17,11 +17,7 @@ from typing import ClassVar
 
 import torch
 
-from moe_oracle.config.moe import MoEConfig
-from moe_oracle.errors import ConfigError
-from moe_oracle.kernel.modular import ExpertsModular
-from moe_oracle.kernel.quant_config import QuantConfig
-from moe_oracle.kernel.weights import KernelWeights
+from moe_oracle.plugin import ExpertsModular, KernelWeights, MoEConfig, QuantConfig, load_library
 from moe_oracle_cpu._inputs import check_inputs
 from moe_oracle_cpu.zen.spec import BACKEND
 
@@ -29,7 +25,7 @@ from moe_oracle_cpu.zen.spec import BACKEND
 class ZentorchExperts(ExpertsModular):
     """``torch.ops.zentorch.zentorch_fused_moe`` on weights from ``zen.converter.convert``.
 
-    Raises ``ConfigError`` if zentorch cannot be imported, ``WeightError`` for weights converted
+    Raises ``VendorLibraryError`` if zentorch cannot be imported, ``WeightError`` for weights converted
     for another backend.
     """
 
@@ -38,10 +34,7 @@ class ZentorchExperts(ExpertsModular):
     def __init__(self, config: MoEConfig, quant_config: QuantConfig, weights: KernelWeights) -> None:
         super().__init__(config, quant_config, weights)
         weights.require(BACKEND)
-        try:
-            import zentorch  # noqa: F401  (registers torch.ops.zentorch)
-        except ImportError as exc:
-            raise ConfigError("backend", f"cpu_zentorch needs zentorch (pip install moe-oracle-cpu[zen]): {exc}") from exc
+        load_library("zentorch", backend="cpu_zentorch", install="zentorch (pip install moe-oracle-cpu[zen])")
         self.op = torch.ops.zentorch.zentorch_fused_moe
         self.act = config.activation
 

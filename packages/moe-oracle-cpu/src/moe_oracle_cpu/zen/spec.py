@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from importlib import metadata
-
-from moe_oracle.config.moe import GPT_OSS_SWIGLU_ALPHA, GPT_OSS_SWIGLU_LIMIT, MoEConfig, dtype_name
-from moe_oracle.platform import Platform
-from moe_oracle.spec import BackendSpec
-from moe_oracle.support import Check, Support
+from moe_oracle.plugin import (
+    GPT_OSS_SWIGLU_ALPHA,
+    GPT_OSS_SWIGLU_LIMIT,
+    BackendSpec,
+    Check,
+    MoEConfig,
+    Platform,
+    Support,
+    dtype_name,
+    matches_torch,
+)
 from moe_oracle_cpu.version import PLUGIN_API
 
 BACKEND = "cpu_zentorch"
@@ -17,17 +22,6 @@ ZENTORCH_RANK = 20
 def _amd(config: MoEConfig, platform: Platform) -> Support:
     if "amd" not in platform.features:
         return Support.no("needs an AMD CPU (zentorch's kernels target AMD EPYC/Zen), this CPU is not AMD")
-    return Support.yes()
-
-
-def _matches_torch(config: MoEConfig, platform: Platform) -> Support:
-    """zentorch X.Y.* is compiled against torch X.Y: another pair fails to load or misbehaves.
-    The platform's torch (a simulated one may name it) else this process's."""
-    version = platform.libraries.get("zentorch", "")
-    torch_version = (platform.libraries.get("torch") or metadata.version("torch")).split("+")[0]
-    if version.split(".")[:2] != torch_version.split(".")[:2]:
-        return Support.no(f"zentorch {version} is built for torch {'.'.join(version.split('.')[:2])}, "
-                          f"this is torch {torch_version}")
     return Support.yes()
 
 
@@ -74,7 +68,7 @@ ZENTORCH_SPEC = BackendSpec(
     libraries={"zentorch": "zentorch"},
     checks=(
         Check("an AMD CPU", _amd),
-        Check("zentorch built for this torch", _matches_torch),
+        matches_torch("zentorch"),
         Check("gated silu/gelu without a limit, or gpt-oss swigluoai", _activation_constants),
         Check("at least 2 local experts", _two_experts),
         Check("avx512_bf16 for bf16", _bf16_needs_avx512_bf16),

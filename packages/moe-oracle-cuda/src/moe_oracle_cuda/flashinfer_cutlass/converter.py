@@ -38,8 +38,7 @@ from collections.abc import Callable
 
 import torch
 
-from moe_oracle.config.moe import MoEConfig
-from moe_oracle.kernel.weights import CanonicalWeights, KernelWeights
+from moe_oracle.plugin import CanonicalWeights, KernelWeights, MoEConfig
 from moe_oracle_cuda.activation import swiglu_tensors
 from moe_oracle_cuda.layouts import (
     sm90_deinterleave_fp4,

@@ -15,11 +15,7 @@ from typing import ClassVar
 
 import torch
 
-from moe_oracle.config.moe import MoEConfig
-from moe_oracle.kernel.modular import ExpertsModular
-from moe_oracle.kernel.quant_config import QuantConfig
-from moe_oracle.kernel.weights import KernelWeights
-from moe_oracle.quant import quantize_activation
+from moe_oracle.plugin import ExpertsModular, KernelWeights, MoEConfig, QuantConfig, quantize_activation
 from moe_oracle_cuda.activation import activation_type
 from moe_oracle_cuda.flashinfer_api import check_routed_args, enum_value, fused_moe_module
 from moe_oracle_cuda.flashinfer_cutlass.converter import BACKEND

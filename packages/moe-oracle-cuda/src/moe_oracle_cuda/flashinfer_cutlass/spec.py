@@ -7,20 +7,20 @@ serve bf16/fp16, fp8 per tensor, nvfp4 and mxfp4 weights with mxfp8 activations;
 
 from __future__ import annotations
 
-from moe_oracle.spec import BackendSpec
-from moe_oracle.support import dtypes
-from moe_oracle_cuda.checks import (
-    FLASHINFER_LIBRARY,
+from moe_oracle.plugin import (
     SM10X,
     SM12X,
     SM90,
+    BackendSpec,
     activations_by_scheme,
     bias_schemes,
     capability_by_scheme,
     clamp_schemes,
+    dtypes,
     multiple_of,
     no_router_weight_on_input,
 )
+from moe_oracle_cuda.checks import FLASHINFER_LIBRARY
 from moe_oracle_cuda.version import PLUGIN_API
 
 CUTLASS_RANK = 20

@@ -37,8 +37,7 @@ from __future__ import annotations
 
 import torch
 
-from moe_oracle.config.moe import MoEConfig
-from moe_oracle.kernel.weights import CanonicalWeights, KernelWeights
+from moe_oracle.plugin import CanonicalWeights, KernelWeights, MoEConfig
 from moe_oracle_cuda.activation import swiglu_tensors
 from moe_oracle_cuda.layouts import (
     from_block_major_k,

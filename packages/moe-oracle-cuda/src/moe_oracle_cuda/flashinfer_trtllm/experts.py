@@ -26,11 +26,15 @@ from typing import Any
 
 import torch
 
-from moe_oracle.config.moe import MoEConfig
-from moe_oracle.kernel.modular import Experts, ExpertsModular, ExpertsMonolithic
-from moe_oracle.kernel.quant_config import QuantConfig
-from moe_oracle.kernel.weights import KernelWeights
-from moe_oracle.quant import quantize_activation
+from moe_oracle.plugin import (
+    Experts,
+    ExpertsModular,
+    ExpertsMonolithic,
+    KernelWeights,
+    MoEConfig,
+    QuantConfig,
+    quantize_activation,
+)
 from moe_oracle_cuda.activation import activation_type
 from moe_oracle_cuda.flashinfer_api import check_routed_args, enum_value, first_output, fused_moe_module, pack_topk
 from moe_oracle_cuda.flashinfer_trtllm.converter import BACKEND

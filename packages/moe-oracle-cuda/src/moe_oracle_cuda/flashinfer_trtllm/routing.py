@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from moe_oracle.config.moe import MoEConfig
+    from moe_oracle.plugin import MoEConfig
 
 
 def routing_method(config: MoEConfig) -> str | None:

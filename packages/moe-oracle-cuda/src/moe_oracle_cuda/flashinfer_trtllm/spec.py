@@ -10,22 +10,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from moe_oracle.spec import BackendSpec
-from moe_oracle.support import Check, Support, capability_family, dtypes, max_experts
-from moe_oracle_cuda.checks import (
-    FLASHINFER_LIBRARY,
+from moe_oracle.plugin import (
+    BackendSpec,
+    Check,
+    Support,
     activations_by_scheme,
     bias_schemes,
+    capability_family,
     clamp_schemes,
+    dtypes,
+    max_experts,
     multiple_of,
     no_router_weight_on_input,
 )
+from moe_oracle_cuda.checks import FLASHINFER_LIBRARY
 from moe_oracle_cuda.flashinfer_trtllm.routing import uses_routed_kernel
 from moe_oracle_cuda.version import PLUGIN_API
 
 if TYPE_CHECKING:
-    from moe_oracle.config.moe import MoEConfig
-    from moe_oracle.platform import Platform
+    from moe_oracle.plugin import MoEConfig, Platform
 
 TRTLLM_RANK = 10
 MAX_EXPERTS = 2048

@@ -29,10 +29,7 @@ from typing import Any
 
 import torch
 
-from moe_oracle.config.moe import MoEConfig
-from moe_oracle.errors import WeightError
-from moe_oracle.kernel.weights import CanonicalWeights, KernelWeights
-from moe_oracle.quant import pack_nibbles, unpack_nibbles
+from moe_oracle.plugin import CanonicalWeights, KernelWeights, MoEConfig, WeightError, pack_nibbles, unpack_nibbles
 from moe_oracle_rocm.aiter import arch as arch_mod
 from moe_oracle_rocm.aiter.layout import (
     from_fnuz,

@@ -13,18 +13,22 @@ over the global experts with global ``topk_ids``.
 
 from __future__ import annotations
 
-import importlib
 from types import ModuleType
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from moe_oracle.config.moe import MoEConfig
-from moe_oracle.errors import ConfigError, InputError, WeightError
-from moe_oracle.kernel.modular import ExpertsModular
-from moe_oracle.kernel.quant_config import QuantConfig
-from moe_oracle.kernel.weights import KernelWeights
+from moe_oracle.plugin import (
+    ConfigError,
+    ExpertsModular,
+    InputError,
+    KernelWeights,
+    MoEConfig,
+    QuantConfig,
+    WeightError,
+    load_library,
+)
 from moe_oracle_rocm.aiter import arch as arch_mod
 from moe_oracle_rocm.aiter.converter import BACKEND, LAYOUTS
 
@@ -42,10 +46,7 @@ ACTIVATION_TYPES = {"silu": "Silu", "gelu": "Gelu", "swigluoai": "Swiglu"}
 
 def load_aiter() -> ModuleType:
     """``import aiter``, with an error that says what to install when it fails."""
-    try:
-        return importlib.import_module("aiter")
-    except ImportError as exc:
-        raise ImportError(f"the aiter backend needs AMD AITER (pip install amd-aiter on a ROCm machine): {exc}") from exc
+    return load_library("aiter", backend="aiter", install="AMD AITER (pip install amd-aiter on a ROCm machine)")
 
 
 class AiterExperts(ExpertsModular):

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import torch
 
-from moe_oracle.errors import WeightError
+from moe_oracle.plugin import WeightError
 
 TILE_ROWS = 16
 TILE_COLS = 32

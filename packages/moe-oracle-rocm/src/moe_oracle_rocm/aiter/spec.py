@@ -19,14 +19,11 @@ import os
 import re
 from typing import TYPE_CHECKING
 
-from moe_oracle.config.moe import GPT_OSS_SWIGLU_ALPHA, GPT_OSS_SWIGLU_LIMIT, dtype_name
-from moe_oracle.spec import BackendSpec
-from moe_oracle.support import Check, Support, check
+from moe_oracle.plugin import GPT_OSS_SWIGLU_ALPHA, GPT_OSS_SWIGLU_LIMIT, BackendSpec, Check, Support, check, dtype_name
 from moe_oracle_rocm.version import PLUGIN_API
 
 if TYPE_CHECKING:
-    from moe_oracle.config.moe import MoEConfig
-    from moe_oracle.platform import Platform
+    from moe_oracle.plugin import MoEConfig, Platform
 
 AITER_RANK = 10
 MIN_VERSION = (0, 1, 7)  # the first aiter.fused_moe taking hidden_pad, intermediate_pad, bias1, bias2

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from moe_oracle.config.moe import MoEConfig
-from moe_oracle.errors import WeightError
-from moe_oracle.kernel.weights import CanonicalWeights, KernelWeights
+from moe_oracle.plugin import CanonicalWeights, KernelWeights, MoEConfig, WeightError
 
 BACKEND = "xpu_ipex"
 LAYOUT = "ipex_gated"

@@ -8,27 +8,20 @@ XPU implementation from the device of the first input.
 
 from __future__ import annotations
 
-import importlib
 from types import ModuleType
 from typing import ClassVar
 
 import torch
 
-from moe_oracle.config.moe import MoEConfig
-from moe_oracle.errors import InputError
-from moe_oracle.kernel.modular import ExpertsMonolithic
-from moe_oracle.kernel.quant_config import QuantConfig
-from moe_oracle.kernel.weights import KernelWeights
+from moe_oracle.plugin import ExpertsMonolithic, InputError, KernelWeights, MoEConfig, QuantConfig, load_library
 from moe_oracle_xpu.ipex.converter import BACKEND, LAYOUT
 
 
 def load_ipex() -> ModuleType:
     """``import intel_extension_for_pytorch``; IPEX exits (AttributeError) next to a torch it was not built for."""
-    try:
-        return importlib.import_module("intel_extension_for_pytorch")
-    except (ImportError, AttributeError) as exc:
-        raise ImportError(f"the xpu_ipex backend needs intel-extension-for-pytorch 2.8 with torch 2.8 "
-                          f"(have torch {torch.__version__}): {type(exc).__name__}: {exc}") from exc
+    return load_library("intel_extension_for_pytorch", backend="xpu_ipex",
+                        install=f"intel-extension-for-pytorch 2.8 with torch 2.8 (have torch {torch.__version__})",
+                        catch=(ImportError, AttributeError))
 
 
 class IpexExperts(ExpertsMonolithic):

@@ -18,15 +18,11 @@ import sys
 from importlib import metadata
 from typing import TYPE_CHECKING
 
-from moe_oracle.config.moe import dtype_name
-from moe_oracle.spec import BackendSpec
-from moe_oracle.support import Check, Support, check
+from moe_oracle.plugin import BackendSpec, Check, Support, check, dtype_name, release, show_release
 from moe_oracle_xpu.version import PLUGIN_API
-from moe_oracle_xpu.versions import release, show
 
 if TYPE_CHECKING:
-    from moe_oracle.config.moe import MoEConfig
-    from moe_oracle.platform import Platform
+    from moe_oracle.plugin import MoEConfig, Platform
 
 XPU_IPEX_RANK = 20
 LIBRARY = "intel_extension_for_pytorch"
@@ -52,8 +48,8 @@ def _torch_matches(config: MoEConfig, platform: Platform) -> Support:
     have = torch_version(platform)
     if want and release(have)[:2] == want:
         return Support.yes()
-    return Support.no(f"{LIBRARY} {ipex} needs torch {show(want or IPEX_LAST)}.*, have torch {have} (IPEX refuses "
-                      f"to import with another torch; {show(IPEX_LAST)} is its last release)")
+    return Support.no(f"{LIBRARY} {ipex} needs torch {show_release(want or IPEX_LAST)}.*, have torch {have} (IPEX refuses "
+                      f"to import with another torch; {show_release(IPEX_LAST)} is its last release)")
 
 
 def _routing(config: MoEConfig, platform: Platform) -> Support:

@@ -28,29 +28,12 @@ from typing import Any
 
 import torch
 
-from moe_oracle.config.moe import MoEConfig
-from moe_oracle.errors import WeightError
-from moe_oracle.kernel.weights import CanonicalWeights, KernelWeights
+from moe_oracle.plugin import CanonicalWeights, KernelWeights, MoEConfig, WeightError, deinterleave_gate_up, interleave_gate_up
 
 BACKEND = "xpu"
 FP4X2 = getattr(torch, "float4_e2m1fn_x2", torch.uint8)
 LAYOUTS = {"bf16": "xpu_kn", "fp16": "xpu_kn", "fp8_tensor": "xpu_kn", "mxfp8": "xpu_kn",
            "mxfp4": "xpu_nk4", "int4_w4a16": "xpu_nk4"}
-
-
-def interleave_gate_up(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """``[..., gate (I) | up (I), ...]`` along ``dim`` -> ``[..., g0 u0 g1 u1 ..., ...]`` (a new tensor)."""
-    x = x.movedim(dim, -1)
-    i = x.shape[-1] // 2
-    out = torch.stack((x[..., :i], x[..., i:]), dim=-1).reshape(x.shape)
-    return out.movedim(-1, dim).contiguous()
-
-
-def deinterleave_gate_up(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """Exact inverse of ``interleave_gate_up``."""
-    x = x.movedim(dim, -1)
-    out = torch.cat((x[..., 0::2], x[..., 1::2]), dim=-1)
-    return out.movedim(-1, dim).contiguous()
 
 
 def _t(x: torch.Tensor) -> torch.Tensor:

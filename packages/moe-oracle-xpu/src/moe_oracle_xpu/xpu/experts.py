@@ -12,17 +12,12 @@ construction and marks them (``xpu_fused_moe``), so a rebuild from the same weig
 
 from __future__ import annotations
 
-import importlib
 from types import ModuleType
 from typing import ClassVar
 
 import torch
 
-from moe_oracle.config.moe import MoEConfig
-from moe_oracle.errors import InputError
-from moe_oracle.kernel.modular import ExpertsModular
-from moe_oracle.kernel.quant_config import QuantConfig
-from moe_oracle.kernel.weights import KernelWeights
+from moe_oracle.plugin import ExpertsModular, InputError, KernelWeights, MoEConfig, QuantConfig, load_library
 from moe_oracle_xpu.xpu.converter import BACKEND, LAYOUTS
 
 INTERFACE = "vllm_xpu_kernels.fused_moe_interface"
@@ -32,10 +27,7 @@ ACTIVATIONS = {"silu": "silu", "gelu": "gelu", "swigluoai": "swigluoai", "relu2"
 
 def load_interface() -> ModuleType:
     """``vllm_xpu_kernels.fused_moe_interface``, with an error that says what to install."""
-    try:
-        return importlib.import_module(INTERFACE)
-    except ImportError as exc:
-        raise ImportError(f"the xpu backend needs vllm-xpu-kernels (pip install vllm-xpu-kernels): {exc}") from exc
+    return load_library(INTERFACE, backend="xpu", install="vllm-xpu-kernels (pip install vllm-xpu-kernels)")
 
 
 class XpuExperts(ExpertsModular):

@@ -11,15 +11,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from moe_oracle.config.moe import GPT_OSS_SWIGLU_ALPHA, GPT_OSS_SWIGLU_LIMIT, dtype_name
-from moe_oracle.spec import BackendSpec
-from moe_oracle.support import Check, Support, check
+from moe_oracle.plugin import (
+    GPT_OSS_SWIGLU_ALPHA,
+    GPT_OSS_SWIGLU_LIMIT,
+    BackendSpec,
+    Check,
+    Support,
+    check,
+    dtype_name,
+    release,
+    show_release,
+)
 from moe_oracle_xpu.version import PLUGIN_API
-from moe_oracle_xpu.versions import release, show
 
 if TYPE_CHECKING:
-    from moe_oracle.config.moe import MoEConfig
-    from moe_oracle.platform import Platform
+    from moe_oracle.plugin import MoEConfig, Platform
 
 XPU_RANK = 10
 LIBRARY = "vllm_xpu_kernels"
@@ -34,7 +40,7 @@ def _version(config: MoEConfig, platform: Platform) -> Support:
     have = platform.libraries.get(LIBRARY, "")
     if release(have) >= MIN_VERSION:
         return Support.yes()
-    return Support.no(f"needs {LIBRARY} >= {show(MIN_VERSION)} (XpuFusedMoe that infers the scheme from the "
+    return Support.no(f"needs {LIBRARY} >= {show_release(MIN_VERSION)} (XpuFusedMoe that infers the scheme from the "
                       f"weights), have {have or 'none'}")
 
 
@@ -70,7 +76,7 @@ def _shapes(config: MoEConfig, platform: Platform) -> Support:
 
 
 CHECKS = (
-    Check(f"{LIBRARY} >= {show(MIN_VERSION)}", _version),
+    Check(f"{LIBRARY} >= {show_release(MIN_VERSION)}", _version),
     check("dtype bf16/fp16", lambda c, p: dtype_name(c.dtype) in ("bf16", "fp16"),
           lambda c, p: f"computes in bf16/fp16, config dtype is {dtype_name(c.dtype)}"),
     Check(f"int4_w4a16: group {INT4_GROUP}, symmetric", _int4),
