@@ -359,7 +359,8 @@ def test_calling_without_flashinfer_says_how_to_install_it(monkeypatch: pytest.M
     monkeypatch.setitem(sys.modules, "flashinfer.fused_moe", None)
     from moe_oracle_cuda.flashinfer_api import fused_moe_module
 
-    with pytest.raises(ImportError, match=r"the FlashInfer MoE backends need flashinfer \(pip install flashinfer-python\)"):
+    with pytest.raises(ImportError, match=r"the FlashInfer MoE \(flashinfer_cutlass, flashinfer_trtllm\) backend needs "
+                                          r"flashinfer \(pip install flashinfer-python\): ImportError"):
         fused_moe_module()
 
 
