@@ -360,7 +360,7 @@ def test_calling_without_flashinfer_says_how_to_install_it(monkeypatch: pytest.M
     from moe_oracle_cuda.flashinfer_api import fused_moe_module
 
     with pytest.raises(ImportError, match=r"the FlashInfer MoE \(flashinfer_cutlass, flashinfer_trtllm\) backend needs "
-                                          r"flashinfer \(pip install flashinfer-python\): ImportError"):
+                                          r"flashinfer \(pip install flashinfer-python\): ModuleNotFoundError"):
         fused_moe_module()
 
 
