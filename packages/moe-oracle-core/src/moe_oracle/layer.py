@@ -22,6 +22,7 @@ from moe_oracle.kernel.canonical import validate_canonical
 from moe_oracle.kernel.inputs import FLOAT_DTYPES, INDEX_DTYPES, check_tensor
 from moe_oracle.kernel.modular import FusedMoEKernel, PrepareFinalize
 from moe_oracle.kernel.weights import CanonicalWeights, KernelWeights
+from moe_oracle.oracle.dispatch import BucketKernels, build_bucket_kernels, convert_primary
 from moe_oracle.oracle.report import Selection
 from moe_oracle.oracle.schemes import oracle_for
 from moe_oracle.platform import Platform
@@ -43,9 +44,15 @@ class MoELayer(torch.nn.Module):
 
     def __init__(self, config: MoEConfig, backend: str | None = None, platform: Platform | None = None, *,
                  exclude: str | Iterable[str] | None = None, prefer: str | Iterable[str] | None = None,
-                 prepare_finalize: PrepareFinalize | None = None, strict: bool | None = None) -> None:
+                 prepare_finalize: PrepareFinalize | None = None, strict: bool | None = None,
+                 policy: str | None = None, buckets: Iterable[int] | None = None,
+                 allow_extra_memory: bool = False) -> None:
         """``prepare_finalize`` is the expert-parallel dispatcher for ``config.parallel.all2all``; the
-        local one is used when it is ``None``, which only fits configs without all-to-all."""
+        local one is used when it is ``None``, which only fits configs without all-to-all.
+
+        ``policy`` (``None``: ``MOE_ORACLE_POLICY``, default ``"rules"``) and ``buckets`` make the
+        plan (``Selection.plan``); each forward runs its token count's bucket, looked up on the host.
+        Buckets run other weight layouts than the primary backend's only with ``allow_extra_memory``."""
         super().__init__()
         if not isinstance(config, MoEConfig):
             raise TypeError(f"config must be a MoEConfig, got {type(config).__name__}")
@@ -57,7 +64,10 @@ class MoELayer(torch.nn.Module):
         self.config = config
         self.oracle = oracle_for(config)
         self.selection: Selection = self.oracle.select_backend(config, platform, backend=backend,
-                                                               exclude=exclude, prefer=prefer, strict=strict)
+                                                               exclude=exclude, prefer=prefer, strict=strict,
+                                                               policy=policy, buckets=buckets,
+                                                               allow_extra_memory=allow_extra_memory)
+        self._buckets: BucketKernels | None = None
         self.canonical: CanonicalWeights | None = None
         self.kernel_weights: KernelWeights | None = None
         self.kernel: FusedMoEKernel | None = None
@@ -105,12 +115,16 @@ class MoELayer(torch.nn.Module):
             raise RuntimeError("process_weights() before load_weights(): there are no weights to convert")
         if self.kernel_weights is not None and self.kernel_weights.source == self._load_id:
             return
-        converted = self.oracle.convert_to_kernel_format(self.selection, self.config, self.canonical)
+        converted = convert_primary(self.oracle, self.selection, self.config, self.canonical)
         converted = KernelWeights(backend=converted.backend, config=converted.config, tensors=converted.tensors,
                                   layout=converted.layout, source=self._load_id, extras=converted.extras)
         quant_config = self.oracle.make_quant_config(converted.config, converted)
         self.kernel = self.oracle.make_kernel(self.selection, self.config, quant_config, converted,
                                               prepare_finalize=self.prepare_finalize)
+        self._buckets = build_bucket_kernels(
+            self.oracle, self.selection, self.config, self.canonical, converted, self.kernel,
+            lambda backend, kw: self.oracle.make_kernel(backend, self.config, self.oracle.make_quant_config(
+                kw.config, kw), kw, prepare_finalize=self.prepare_finalize))
         self.kernel_weights = converted
         self.conversions += 1
         self.expert_map = self._make_expert_map(self.canonical.w13.device)
@@ -129,9 +143,10 @@ class MoELayer(torch.nn.Module):
     # Forward -----------------------------------------------------------------------------
     def forward(self, hidden_states: torch.Tensor, router_logits: torch.Tensor) -> torch.Tensor:
         """hidden_states ``[T, H]`` (config dtype), router_logits ``[T, E]`` float -> ``[T, H]``."""
-        kernel = self._ready()
+        self._ready()
         self._check_hidden(hidden_states)
         t = hidden_states.shape[0]
+        kernel = self._kernel_for(t)
         e = self.config.num_experts
         check_tensor("router_logits", router_logits, (t, e), FLOAT_DTYPES, hidden_states.device)
         if not _capturing() and router_logits.numel() and not torch.isfinite(router_logits).all():
@@ -153,11 +168,12 @@ class MoELayer(torch.nn.Module):
                        topk_ids: torch.Tensor) -> torch.Tensor:
         """Routing done by the caller: topk_weights ``[T, K]`` float, topk_ids ``[T, K]`` int32/int64
         global expert ids in ``[0, E)``."""
-        kernel = self._ready()
+        self._ready()
+        self._check_hidden(hidden_states)
+        kernel = self._kernel_for(hidden_states.shape[0])
         if kernel.monolithic:
             raise InputError("forward_routed", f"a modular backend ({self.backend} routes inside its kernel)",
                              "a monolithic backend; call layer(hidden_states, router_logits)")
-        self._check_hidden(hidden_states)
         t, k = hidden_states.shape[0], self.config.top_k
         check_tensor("topk_weights", topk_weights, (t, k), FLOAT_DTYPES, hidden_states.device)
         check_tensor("topk_ids", topk_ids, (t, k), INDEX_DTYPES, hidden_states.device)
@@ -183,6 +199,11 @@ class MoELayer(torch.nn.Module):
             got = _describe(out) if isinstance(out, torch.Tensor) else type(out).__name__
             raise KernelOutputError(self.backend, self.selection.spec.distribution, _describe(hidden_states), got)
         return out
+
+    def _kernel_for(self, num_tokens: int) -> FusedMoEKernel:
+        """The kernel of ``num_tokens``' bucket (a host-side lookup; no device synchronization)."""
+        assert self._buckets is not None
+        return self._buckets.kernel_for(num_tokens)
 
     def _ready(self) -> FusedMoEKernel:
         if self.kernel is None:

@@ -1,8 +1,9 @@
 """``BackendSpec`` and ``PriorityHint``: what a package declares about one backend.
 
 A spec is data: which vendors, schemes, activations and activation format a backend serves,
-which vendor libraries it needs, extra support checks, where its experts class and weight
-converter live (lazy ``"module:attr"`` paths), and priority hints with reasons.
+which vendor libraries it needs, extra support checks, where its experts class, weight
+converter and measured-policy hooks (``tuning``) live (lazy ``"module:attr"`` paths), and priority
+hints with reasons.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ class BackendSpec:
     distribution: str = ""
     description: str = ""
     plugin_api: int | None = None
+    tuning: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("vendors", "schemes", "activations"):
@@ -126,7 +128,7 @@ class BackendSpec:
             raise RegistryError(f"{where}: unknown activations {bad_acts}; known: {', '.join(ACTIVATIONS)}")
         if self.activation_format not in ("standard", "batched"):
             raise RegistryError(f"{where}: activation_format must be 'standard' or 'batched', got {self.activation_format!r}")
-        for label, path in (("experts", self.experts), ("converter", self.converter)):
+        for label, path in (("experts", self.experts), ("converter", self.converter), ("tuning", self.tuning)):
             if path is not None and not _PATH_RE.match(path):
                 raise RegistryError(f"{where}: {label} must be a 'module:attribute' path, got {path!r}")
         if self.plugin_api is not None and (type(self.plugin_api) is not int or self.plugin_api < 1):
@@ -181,6 +183,19 @@ class BackendSpec:
             raise RegistryError(f"backend {self.name!r} converter{self._from()}: {self.converter!r} is a "
                                 f"{type(fn).__name__}, not callable")
         return fn
+
+    def load_tuning(self) -> Any:
+        """The backend's ``moe_oracle.kernel.tuning.Tuning`` (what ``policy="measured"`` may choose
+        besides the backend), or the default one that measures it as it comes."""
+        from moe_oracle.kernel.tuning import DEFAULT_TUNING, Tuning
+
+        if self.tuning is None:
+            return DEFAULT_TUNING
+        tuning = _load(self.tuning, f"backend {self.name!r} tuning{self._from()}")
+        if not isinstance(tuning, Tuning):
+            raise RegistryError(f"backend {self.name!r} tuning{self._from()}: {self.tuning!r} is a "
+                                f"{type(tuning).__name__}, not a moe_oracle.kernel.tuning.Tuning")
+        return tuning
 
     def resolve(self) -> Support:
         """Import the experts class and converter now: ``Support.no`` with the error if either
