@@ -11,10 +11,12 @@ Timing (``Timer``): on GPUs each forward (routing included) is captured in a CUD
 (``cuda_graph_timer``), on CPUs it is warmed up and the median of repeated calls within a small
 time budget is taken (``cpu_timer``). Tests inject a deterministic ``timer``.
 
-Choosing (``choose_plan``): the primary candidate is the one fastest in the most buckets (ties: the
-rules' order); its layout is the weights'. Each bucket runs its fastest candidate among those on the
-primary's layout (any backend with an equal ``KernelWeights.layout``), or, with
-``allow_extra_memory=True``, its fastest candidate of all, each further layout converted once more.
+Choosing (``choose_plan``): the weights' layout is the one whose candidates alone come closest to the
+fastest time in every bucket (the sum over buckets of their best multiple of the fastest; ties: the
+rules' order); the primary backend is the candidate on that layout fastest in the most buckets. Each
+bucket runs its fastest candidate among those on the primary's layout (any backend with an equal
+``KernelWeights.layout``), or, with ``allow_extra_memory=True``, its fastest candidate of all, each
+further layout converted once more.
 """
 
 from __future__ import annotations
@@ -223,16 +225,32 @@ def choose_plan(measurement: Measurement, *, allow_extra_memory: bool,
     if not ran:
         raise ValueError("no candidate ran in any bucket")
 
-    def score(label: str) -> tuple[float, ...]:
-        wins = sum(1 for row in ms if row.get(label) is not None
-                   and row[label] == min(v for v in row.values() if v is not None))
-        covered = sum(1 for row in ms if row.get(label) is not None)
-        ratio = sum((row[label] / min(v for v in row.values() if v is not None)) if row.get(label) is not None
-                    else 1e9 for row in ms)
-        return (-covered, -wins, ratio, labels.index(label))
+    floors = [min((v for v in row.values() if v is not None), default=None) for row in ms]
 
-    primary = min(ran, key=score)
-    layout = m.layouts[primary]
+    def cost(layout: str) -> tuple[float, int]:
+        """How far the best plan on ``layout`` alone is from the floor: the sum over buckets of its
+        fastest candidate's multiple of the fastest of all (a bucket it cannot run costs 1000)."""
+        total = 0.0
+        for row, floor in zip(ms, floors, strict=True):
+            if floor is None:
+                continue
+            best = min((v for lab, v in row.items() if v is not None and m.layouts.get(lab) == layout), default=None)
+            total += 1000.0 if best is None else best / floor
+        first = min(labels.index(lab) for lab in ran if m.layouts.get(lab) == layout)
+        return total, first
+
+    layout = min({m.layouts[lab] for lab in ran}, key=cost)
+    on_layout = [lab for lab in ran if m.layouts[lab] == layout]
+
+    def wins(label: str) -> tuple[int, int]:
+        n = 0
+        for row in ms:
+            times = {lab: v for lab, v in row.items() if v is not None and lab in on_layout}
+            if times and min(times, key=lambda lab: (times[lab], labels.index(lab))) == label:
+                n += 1
+        return -n, labels.index(label)
+
+    primary = min(on_layout, key=wins)
     plan = []
     used: set[str] = set()
     for b, (lo, hi) in enumerate(m.ranges):
