@@ -140,7 +140,7 @@ def _driver(vendor: str) -> str | None:
 
     if vendor == "cuda":
         try:
-            driver = torch._C._cuda_getDriverVersion()  # e.g. 12080
+            driver = torch._C._cuda_getDriverVersion()  # type: ignore[attr-defined]  # e.g. 12080
         except (AttributeError, RuntimeError):
             driver = None
         return f"cuda {torch.version.cuda}, driver {driver}"

@@ -21,7 +21,7 @@ from moe_oracle.kernel.weights import KernelWeights
 
 if TYPE_CHECKING:
     from moe_oracle.config.moe import MoEConfig
-    from moe_oracle.kernel.modular import FusedMoEKernel, PrepareFinalize
+    from moe_oracle.kernel.modular import FusedMoEKernel
     from moe_oracle.kernel.weights import CanonicalWeights
     from moe_oracle.oracle.base import MoEKernelOracle
     from moe_oracle.oracle.report import Selection

@@ -87,7 +87,7 @@ def measured_plan(oracle: MoEKernelOracle, config: MoEConfig, platform: Platform
     source = payload["source"]
     plan = tuple(BucketPlan.from_dict(p, source=source) for p in payload["plan"])
     check_plan(plan)
-    origin = payload["origin"] if source == MEASURED or not received else payload["origin"]
+    origin = payload["origin"]
     if received:
         origin = f"from rank 0: {origin}"
     info = PlanInfo("measured", origin, payload["primary_layout"], int(payload["extra_memory_bytes"]),

@@ -10,6 +10,7 @@ bucket). Under ``policy="rules"`` the plan is one bucket from 1 to ``None`` on t
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -48,7 +49,7 @@ def resolve_buckets(buckets: Iterable[int] | None) -> tuple[int, ...]:
     bounds = tuple(buckets)
     if any(type(b) is not int or b < 1 for b in bounds):
         raise ConfigError("buckets", f"upper bounds must be positive ints, got {list(bounds)}")
-    if any(b <= a for a, b in zip(bounds, bounds[1:])):
+    if any(b <= a for a, b in itertools.pairwise(bounds)):
         raise ConfigError("buckets", f"upper bounds must increase strictly, got {list(bounds)}")
     return bounds
 
@@ -172,18 +173,19 @@ class BucketIndex:
     __slots__ = ("uppers",)
 
     def __init__(self, plan: Sequence[BucketPlan]) -> None:
-        self.uppers = [p.max_tokens for p in plan[:-1]]
-        assert all(u is not None for u in self.uppers), "only the last bucket may be unbounded"
+        uppers = [p.max_tokens for p in plan[:-1]]
+        assert all(u is not None for u in uppers), "only the last bucket may be unbounded"
+        self.uppers: list[int] = [u for u in uppers if u is not None]
 
     def index(self, num_tokens: int) -> int:
-        return bisect.bisect_left(self.uppers, num_tokens)  # type: ignore[arg-type]
+        return bisect.bisect_left(self.uppers, num_tokens)
 
 
 def check_plan(plan: Sequence[BucketPlan]) -> None:
     """A plan must cover 1.. without gaps and end unbounded (``ValueError`` otherwise)."""
     if not plan or plan[0].min_tokens != 1 or plan[-1].max_tokens is not None:
         raise ValueError(f"a plan must start at 1 token and end unbounded, got {[p.label for p in plan]}")
-    for a, b in zip(plan, plan[1:]):
+    for a, b in itertools.pairwise(plan):
         if a.max_tokens is None or b.min_tokens != a.max_tokens + 1:
             raise ValueError(f"plan buckets must be contiguous, got {[p.label for p in plan]}")
 
