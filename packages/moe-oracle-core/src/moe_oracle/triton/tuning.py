@@ -28,6 +28,11 @@ def from_kernel_config(kc: KernelConfig) -> Any:
 
 
 class TritonTuning(Tuning):
+    """``max_candidates``: the most configs tried per GEMM and bucket (None: every pruned candidate;
+    tests and quick runs lower it, since each new config is a Triton compile)."""
+
+    max_candidates: int | None = None
+
     def search(self, config: MoEConfig, num_tokens: int, run: Run) -> tuple[dict[str, Any], float]:
         from moe_oracle.triton.configs import LayerConfigs
         from moe_oracle.triton.tune import candidates
@@ -38,14 +43,14 @@ class TritonTuning(Tuning):
             return {}, base_ms
         best, best_ms = start, base_ms
         tried = {to_kernel_config_key(start)}
-        for cand in candidates(config, num_tokens, "w13"):
+        for cand in candidates(config, num_tokens, "w13")[:self.max_candidates]:
             layer = LayerConfigs(cand, start.w2)
             if to_kernel_config_key(layer) in tried:
                 continue
             tried.add(to_kernel_config_key(layer))
             if (ms := run(to_kernel_config(layer))) < best_ms:
                 best, best_ms = layer, ms
-        for cand in candidates(config, num_tokens, "w2"):
+        for cand in candidates(config, num_tokens, "w2")[:self.max_candidates]:
             layer = LayerConfigs(best.w13, cand)
             if to_kernel_config_key(layer) in tried:
                 continue
