@@ -1,5 +1,7 @@
 """Selection overhead: `import moe_oracle` time (in a fresh interpreter, checking CUDA stays
-uninitialized) and `moe_oracle.select()` with a warm registry and a warm cache.
+uninitialized), `moe_oracle.select()` with a warm registry and a warm cache, a measured selection
+served by the selection cache (issue 15 target: < 1 ms at construction) and the per-forward bucket
+dispatch (target: < 2 us of host time).
 
     python bench/select_speed.py          # prints a table; writes bench/results/select_speed.json
 """
@@ -64,11 +66,55 @@ def select_time(calls: int = 20000) -> dict[str, float]:
     return results
 
 
+def measured_time(calls: int = 300) -> dict[str, float]:
+    """A measured plan for the tiny layer (timed once, into a temporary cache folder), then: a
+    selection answered by the cache file (the plan memo cleared before each call: a new process),
+    one answered by the in-process memo, and the bucket lookup a forward does, with 8 buckets and 1."""
+    import tempfile
+
+    import moe_oracle
+    from moe_oracle import MoEConfig
+    from moe_oracle.oracle.measured import clear_memo
+    from moe_oracle.testing import random_weights
+
+    config = MoEConfig.preset("tiny")
+    results = {}
+    with tempfile.TemporaryDirectory() as folder:
+        os.environ["MOE_ORACLE_CACHE_DIR"] = folder
+        start = time.perf_counter()
+        moe_oracle.tune(config)
+        results["tune tiny, all default buckets (s)"] = time.perf_counter() - start
+        start = time.perf_counter()
+        for _ in range(calls):
+            clear_memo()
+            moe_oracle.select(config, policy="measured")
+        results["measured select from the cache file (us)"] = (time.perf_counter() - start) / calls * 1e6
+        start = time.perf_counter()
+        for _ in range(calls):
+            moe_oracle.select(config, policy="measured")
+        results["measured select from the memo (us)"] = (time.perf_counter() - start) / calls * 1e6
+        weights = dict(random_weights(config, seed=0).items())
+        for policy in ("measured", "rules"):
+            layer = moe_oracle.MoELayer(config, policy=policy)
+            layer.load_weights(**weights)
+            lookups = 200_000
+            start = time.perf_counter()
+            for t in range(lookups):
+                layer._kernel_for(t & 8191)
+            results[f"bucket dispatch per forward, {len(layer.selection.plan)} bucket(s) (us)"] = (
+                (time.perf_counter() - start) / lookups * 1e6)
+        del os.environ["MOE_ORACLE_CACHE_DIR"]
+    return results
+
+
 def main() -> None:
     import torch
 
     torch_s, seconds, cuda_init, triton_loaded, torch_loaded = import_time()
     selects = select_time()
+    measured = measured_time()
+    for name, value in measured.items():
+        print(f"{name}: {value:.2f}")
     print(f"import moe_oracle: {seconds * 1e3:.1f} ms (median of 7 fresh interpreters); imports torch: {torch_loaded}; "
           f"triton: {triton_loaded}; CUDA initialized after importing torch too: {cuda_init} "
           f"(import torch alone: {torch_s * 1e3:.0f} ms)")
@@ -81,6 +127,7 @@ def main() -> None:
         "cuda_initialized_by_import": cuda_init, "triton_imported_by_import": triton_loaded,
         "torch_imported_by_import": torch_loaded,
         "select_us": selects,
+        "measured": measured,
     }
     out = Path(__file__).parent / "results" / "select_speed.json"
     out.parent.mkdir(exist_ok=True)

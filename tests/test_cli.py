@@ -206,7 +206,7 @@ def test_bench_writes_json_and_plot(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", data["date"])
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     header = out.splitlines()[1].split()
-    assert header == ["tokens", "backend", "median", "ms", "min", "ms", "max", "ms", "calls"]
+    assert header == ["tokens", "backend", "median", "ms", "min", "ms", "max", "ms", "x", "floor", "calls"]
     assert all(len(line) <= 100 for line in out.splitlines())
 
 
@@ -262,15 +262,38 @@ def test_bench_plot_without_matplotlib_stops_before_any_work(monkeypatch: pytest
             in capsys.readouterr().err)
 
 
-def test_tune_needs_a_gpu(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_tune_triton_tables_need_a_gpu(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: tests/gpu runs moe-oracle tune for real")
     assert main(["tune", "--model", "qwen3-30b-a3b", "--tokens", "1", "--out", str(tmp_path)]) == 2
-    assert "moe-oracle tune times the Triton experts with CUDA graphs and needs a CUDA or ROCm GPU" in \
+    assert "writes Triton launch configs, timed with CUDA graphs: it needs a CUDA or ROCm GPU" in \
         capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_tune_measures_per_bucket_and_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """On the CPU: every usable CPU backend per bucket, a table with ms and x floor, JSON, the cache."""
+    import moe_oracle.oracle.measure as measure
+    from moe_oracle.oracle.measured import clear_memo
+
+    monkeypatch.setenv("MOE_ORACLE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(measure, "cpu_timer", lambda **kw: lambda cand, tokens, call: 1.0 + len(cand.label))
+    clear_memo()
+    try:
+        code, out, err = run(capsys, "tune", "--model", "tiny", "--dtype", "fp32", "--buckets", "4",
+                             "--json", str(tmp_path / "plan.json"))
+    finally:
+        clear_memo()
+    assert code == 0, err
+    assert "x floor" in out and "cpu_grouped *" in out and "1-4" in out and ">4" in out
+    assert "] 2/" in err or "/" in err  # the progress bar
+    data = json.loads((tmp_path / "plan.json").read_text())
+    assert [p["source"] for p in data["plan"]] == ["measured", "measured"]
+    assert any(r["chosen"] for r in data["table"])
+    assert list((tmp_path / "cache" / "selection").glob("*.json"))
 
 
 def test_tune_rejects_zero_tokens(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

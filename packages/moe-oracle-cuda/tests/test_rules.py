@@ -44,13 +44,13 @@ def test_entry_point_registers_both_backends_and_the_rules() -> None:
 # Unquantized ----------------------------------------------------------------------------------------
 def test_unquantized_order_trtllm_cutlass_triton_batched() -> None:
     report = explain(config(), cuda((10, 0)))
-    assert report.order == [FIT, FIC, "triton", "batched_triton", "reference"]
+    assert report.order == [FIT, FIC, "triton", "torch_grouped", "batched_triton", "reference"]
     assert report.chosen == FIT
 
 
 def test_unquantized_on_hopper_puts_both_flashinfer_backends_behind_triton() -> None:
     report = explain(config(), cuda((9, 0)))
-    assert report.order == ["triton", "batched_triton", FIT, FIC, "reference"]
+    assert report.order == ["triton", "torch_grouped", "batched_triton", FIT, FIC, "reference"]
     assert report.chosen == "triton"
     for name in (FIT, FIC):
         assert any("slower than Triton on Hopper" in r for r in hint_reasons(report, name))
@@ -59,14 +59,14 @@ def test_unquantized_on_hopper_puts_both_flashinfer_backends_behind_triton() -> 
 
 def test_unquantized_with_data_parallel_puts_cutlass_last() -> None:
     report = explain(config(parallel=ParallelConfig(dp_size=2)), cuda((12, 0)))
-    assert report.order == [FIT, "triton", "batched_triton", FIC, "reference"]
+    assert report.order == [FIT, "triton", "torch_grouped", "batched_triton", FIC, "reference"]
     assert report.chosen == "triton"  # TRTLLM needs 10.x
     assert any("dp_size > 1" in r for r in hint_reasons(report, FIC))
 
 
 def test_unquantized_swigluoai_puts_flashinfer_behind_triton() -> None:
     report = explain(config(activation="swigluoai"), cuda((10, 0)))
-    assert report.order == ["triton", "batched_triton", FIT, FIC, "reference"]
+    assert report.order == ["triton", "torch_grouped", "batched_triton", FIT, FIC, "reference"]
     assert report.chosen == "triton"
     assert any("swigluoai" in r for r in hint_reasons(report, FIT))
 

@@ -62,6 +62,7 @@ from moe_oracle.oracle import (
     WNA16Oracle,
     oracle_for,
 )
+from moe_oracle.oracle.plan import BucketPlan
 from moe_oracle.platform import Platform
 from moe_oracle.registry import Registry, registry
 from moe_oracle.spec import BackendSpec, PriorityHint
@@ -74,18 +75,38 @@ if TYPE_CHECKING:
 
 def select(config: MoEConfig, platform: Platform | None = None, backend: str | None = None, *,
            exclude: str | Iterable[str] | None = None, prefer: str | Iterable[str] | None = None,
-           strict: bool | None = None) -> Selection:
+           strict: bool | None = None, policy: str | None = None, buckets: Iterable[int] | None = None,
+           allow_extra_memory: bool = False) -> Selection:
     """Choose the backend for ``config`` on ``platform`` (the real machine by default). The reference
     experts chosen for want of anything faster log a WARNING, or raise ``NoBackendError`` with
-    ``strict=True`` / ``MOE_ORACLE_STRICT=1``."""
+    ``strict=True`` / ``MOE_ORACLE_STRICT=1``. ``policy="measured"`` (or ``MOE_ORACLE_POLICY``) plans
+    per token bucket from timings on this device, cached in ``$MOE_ORACLE_CACHE_DIR/selection/``."""
     return oracle_for(config).select_backend(config, platform, backend=backend, exclude=exclude, prefer=prefer,
-                                             strict=strict)
+                                             strict=strict, policy=policy, buckets=buckets,
+                                             allow_extra_memory=allow_extra_memory)
 
 
 def explain(config: MoEConfig, platform: Platform | None = None, backend: str | None = None, *,
-            exclude: str | Iterable[str] | None = None, prefer: str | Iterable[str] | None = None) -> SelectionReport:
-    """Every candidate in merged order with its verdict and the hints that placed it."""
-    return oracle_for(config).explain(config, platform, backend=backend, exclude=exclude, prefer=prefer)
+            exclude: str | Iterable[str] | None = None, prefer: str | Iterable[str] | None = None,
+            policy: str | None = None, buckets: Iterable[int] | None = None,
+            allow_extra_memory: bool = False) -> SelectionReport:
+    """Every candidate in merged order with its verdict and the hints that placed it, and the plan
+    (per token bucket: the backend, each candidate's time, where the numbers came from)."""
+    return oracle_for(config).explain(config, platform, backend=backend, exclude=exclude, prefer=prefer,
+                                      policy=policy, buckets=buckets, allow_extra_memory=allow_extra_memory)
+
+
+def tune(config: MoEConfig, platform: Platform | None = None, *, buckets: Iterable[int] | None = None,
+         backend: str | None = None, exclude: str | Iterable[str] | None = None,
+         prefer: str | Iterable[str] | None = None, allow_extra_memory: bool = False,
+         timer: Any = None, progress: Any = None) -> Selection:
+    """Measure now (ignoring a cached plan) every usable candidate per bucket, write the selection
+    cache, and return the measured ``Selection``. ``timer(candidate, num_tokens, call) -> ms`` and
+    ``progress(done, total, what)``: see ``moe_oracle.oracle.measure``."""
+    return oracle_for(config).select_backend(config, platform, backend=backend, exclude=exclude, prefer=prefer,
+                                             policy="measured", buckets=buckets,
+                                             allow_extra_memory=allow_extra_memory, timer=timer, refresh=True,
+                                             progress=progress)
 
 
 def __getattr__(name: str) -> Any:
@@ -106,5 +127,5 @@ __all__ = [
     "PriorityHint", "QuantConfig", "QuantDesc", "QuantKey", "QuantScheme", "Registry", "RegistryError",
     "RoutingConfig", "Selection", "SelectionReport", "Support", "UnknownBackendError", "UnquantizedOracle",
     "UnsupportedBackendError", "W4A8Fp8Oracle", "W4A8Int8Oracle", "WNA16Oracle", "WeightError",
-    "__version__", "explain", "oracle_for", "registry", "select",
+    "BucketPlan", "__version__", "explain", "oracle_for", "registry", "select", "tune",
 ]

@@ -7,7 +7,7 @@ checks build a ``MoEConfig``); the commands that build layers import it when the
     moe-oracle explain --model deepseek-v3 --quant fp8_block --platform cuda:9.0,flashinfer=0.6.13
     moe-oracle run --model tiny --tokens 1,16,64      select, run, check against the reference, time
     moe-oracle bench --model tiny --tokens 1,16 --json out.json --plot out.png
-    moe-oracle tune --model qwen3-30b-a3b --tokens 1,16,256 --out configs/   Triton configs for this GPU
+    moe-oracle tune --model qwen3-30b-a3b --json plan.json   every backend per token bucket, cached
 
 Exit codes: 0 success; 1 a failure at run time (a backend that disagrees with the reference, nothing
 fits in explain, a kernel error); 2 a usage or configuration error (bad arguments, an unknown backend,
@@ -43,7 +43,7 @@ EXAMPLES = """examples:
   moe-oracle explain --model deepseek-v3 --quant fp8_block --platform cuda:9.0,flashinfer=0.6.13
   moe-oracle run --model tiny --tokens 1,16,64      select, run, check against the reference, time
   moe-oracle bench --model tiny --tokens 1,16 --json out.json --plot out.png
-  moe-oracle tune --model qwen3-30b-a3b --tokens 1,16,256 --out configs/   Triton configs for this GPU
+  moe-oracle tune --model qwen3-30b-a3b --json plan.json   time every backend per token bucket; cache the plan
   moe-oracle COMMAND --help                         the options of one command"""
 
 
@@ -111,14 +111,27 @@ def _parser() -> argparse.ArgumentParser:
                         "the table gives their median, min and max")
     p.add_argument("--json", dest="json_out", help="write results to this JSON file")
     p.add_argument("--plot", help="write a PNG plot (needs matplotlib: pip install 'moe-oracle-core[plot]')")
+    p.add_argument("--policy", choices=("rules", "measured"), default=None,
+                   help="which plan marks the chosen backend per token count (default: MOE_ORACLE_POLICY, else "
+                        "rules; measured reads the selection cache or measures, as MoELayer does)")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("tune", help="tune the Triton experts' launch configs for one layer on this GPU")
+    p = sub.add_parser("tune", help="measure every usable backend per token bucket on this machine; cache the plan",
+                       description="The measured policy now: time every usable backend (and Triton's launch "
+                                   "configs) at one token count per bucket on this device, write the selection "
+                                   "cache that MoELayer(policy='measured') reads, and print ms and multiple of the "
+                                   "fastest per backend per bucket.")
     _layer_args(p)
-    p.add_argument("--tokens", default="1,16,64,256,1024", help="token counts, comma-separated")
-    p.add_argument("--out", required=True, help="folder for the tuned JSON file (an existing one is merged into); "
-                                                "use it through MOE_ORACLE_TRITON_CONFIG_DIR")
-    p.add_argument("--rep-ms", type=int, default=60, help="timing window per candidate (ms)")
+    p.add_argument("--buckets", "--tokens", dest="tokens", default=None,
+                   help="bucket upper bounds, comma-separated (default 1,4,16,64,256,1024,4096; the last bucket "
+                        "is unbounded)")
+    p.add_argument("--out", help="also write the Triton launch configs measured into a tuned-table folder "
+                                 "(read through MOE_ORACLE_TRITON_CONFIG_DIR); needs a GPU")
+    p.add_argument("--rep-ms", type=int, default=60, help="timing window per candidate on a GPU (ms)")
+    p.add_argument("--allow-extra-memory", action="store_true",
+                   help="let buckets run backends on other weight layouts (each costs a converted copy)")
+    p.add_argument("--json", dest="json_out", help="write the plan and every timing to this JSON file")
+    p.add_argument("--plot", help="write a PNG plot of ms per backend per bucket, the chosen one marked")
     p.set_defaults(func=cmd_tune)
     return parser
 
@@ -489,7 +502,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     tokens = _tokens(args.tokens)
     config = build_config(args)
     device = _device(args)
-    report = oracle_for(config).explain(config)
+    selection = oracle_for(config).select_backend(config, policy=args.policy)
+    report = selection.report
     names = [n.strip().lower() for n in args.backends.split(",") if n.strip()] if args.backends else \
         [c.name for c in report.candidates if c.status in ("selected", "usable")]
     if args.backends and not names:
@@ -517,6 +531,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"round {rep + 1}/{args.reps} done, {time.perf_counter() - started:.1f} s",
                   file=sys.stderr, flush=True)
     payload = _bench_payload(args, config, report, device, names, tokens, samples, iters)
+    payload["chosen"] = {str(t): selection.backend_for(t) for t in tokens}
+    payload["plan"] = report.to_dict()["plan"]
     for line in _bench_table(payload):
         print(line)
     if args.json_out:
@@ -572,50 +588,160 @@ def _bench_table(payload: dict[str, Any]) -> list[str]:
     chosen = payload["backend"]
     lines = [f"{payload['model']} {payload['config']['quant']} on {payload['device']} ({payload['device_name']}), "
              f"{payload['repetitions']} interleaved repetitions; moe-oracle chooses {chosen or 'none'} (*)",
-             f"{'tokens':>7}  {'backend':<20} {'median ms':>10} {'min ms':>10} {'max ms':>10} {'calls':>6}"]
+             f"{'tokens':>7}  {'backend':<20} {'median ms':>10} {'min ms':>10} {'max ms':>10} {'x floor':>8} "
+             f"{'calls':>6}"]
     for t, fastest in payload["fastest"].items():
+        floor = payload["stats"][fastest][t]["median"]
         for name, per in payload["stats"].items():
             s = per[t]
             mark = " *" if name == payload["chosen"][t] else ""
+            ratio = s["median"] / floor if floor else float("nan")
             lines.append(f"{t:>7}  {name + mark:<20} {s['median']:>10.3f} {s['min']:>10.3f} {s['max']:>10.3f} "
-                         f"{s['calls_per_sample']:>6}" + ("  fastest" if name == fastest else ""))
+                         f"{ratio:>8.2f} {s['calls_per_sample']:>6}" + ("  fastest" if name == fastest else ""))
     return lines
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    """``moe_oracle.tune`` with a progress bar; the table, JSON and plot come from its report."""
     from pathlib import Path
 
     import torch
 
-    from moe_oracle import registry
+    import moe_oracle
+    from moe_oracle.oracle.plan import DEFAULT_BUCKETS
 
     _check_output_path("--out", args.out, folder=True)
+    _check_output_path("--json", args.json_out)
+    _check_output_path("--plot", args.plot)
+    if args.plot:
+        _require_matplotlib()
     _check_run_args(args)
-    tokens = _tokens(args.tokens)
-    if 0 in tokens:
+    bounds = tuple(_tokens(args.tokens)) if args.tokens else DEFAULT_BUCKETS
+    if 0 in bounds:
         raise ConfigError("--tokens", "for tune must be positive")
+    if list(bounds) != sorted(set(bounds)):
+        raise ConfigError("--buckets", f"upper bounds must increase strictly, got {args.tokens!r}")
     config = build_config(args)
-    if not torch.cuda.is_available():
-        print("error: moe-oracle tune times the Triton experts with CUDA graphs and needs a CUDA or ROCm GPU; "
-              "torch sees none here", file=sys.stderr)
+    if args.out and not torch.cuda.is_available():
+        print("error: moe-oracle tune --out writes Triton launch configs, timed with CUDA graphs: it needs a CUDA "
+              "or ROCm GPU; torch sees none here", file=sys.stderr)
         return 2
-    from moe_oracle.triton.tune import tune, write_configs
+    timer = None
+    if torch.cuda.is_available():
+        from moe_oracle.oracle.measure import cuda_graph_timer
 
-    support = registry().get("triton").supports(config, Platform.detect())
-    if not support.ok:
-        print(f"error: the Triton experts do not run this layer here: {support.reason}", file=sys.stderr)
-        return 2
-    device_name = torch.cuda.get_device_name()
-    print(f"tuning {config.scheme.name} E={config.num_local_experts} N={config.intermediate_size_per_partition} "
-          f"H={config.hidden_size} top_k={config.top_k} on {device_name} at M={','.join(map(str, tokens))}",
-          file=sys.stderr, flush=True)
-    points = tune(config, tokens, rep_ms=args.rep_ms, progress=lambda line: print(line, file=sys.stderr, flush=True))
-    path = write_configs(config, points, Path(args.out), device_name)
-    print(f"{'tokens':>7} {'tuned ms':>10} {'default ms':>11}")
-    for p in points:
-        print(f"{p.tokens:>7} {p.ms:>10.4f} {p.default_ms:>11.4f}")
-    print(f"wrote {path}")
+        timer = cuda_graph_timer(replays=max(5, min(200, args.rep_ms // 3)))
+    print(f"measuring {config.scheme.name} E={config.num_local_experts} H={config.hidden_size} "
+          f"I={config.intermediate_size_per_partition} top_k={config.top_k} for buckets up to "
+          f"{','.join(map(str, bounds))} and beyond", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    selection = moe_oracle.tune(config, buckets=bounds, allow_extra_memory=args.allow_extra_memory, timer=timer,
+                                progress=_progress_bar(started))
+    print(file=sys.stderr)
+    report = selection.report
+    for line in tune_table(report.plan):
+        print(line)
+    info = report.plan_info
+    print(f"primary backend {selection.backend} (weights layout {info.primary_layout if info else '?'}); "
+          f"{info.origin if info else ''}; {time.perf_counter() - started:.1f} s")
+    payload = {**report.to_dict(), "table": tune_rows(report.plan)}
+    if args.json_out:
+        with open(args.json_out, "w", encoding="utf-8") as f:
+            json.dump(payload, f, indent=2, default=str)
+    if args.plot:
+        _plot_plan(payload, args.plot)
+    if args.out:
+        path = _write_triton_table(config, report.plan, Path(args.out))
+        print(f"wrote {path}" if path else "no Triton launch configs were measured; nothing written to --out")
     return 0
+
+
+def tune_rows(plan: Any) -> list[dict[str, Any]]:
+    """Per bucket and candidate: ms, multiple of the bucket's fastest, whether it is chosen, error."""
+    rows = []
+    for p in plan:
+        floor = p.floor_ms
+        for t in p.timings:
+            rows.append({"bucket": p.label, "tokens": p.tokens, "candidate": t.label, "backend": t.backend,
+                         "ms": t.ms, "x_floor": (t.ms / floor) if (t.ms is not None and floor) else None,
+                         "chosen": t.backend == p.backend and t.kernel_config == p.kernel_config and t.ms == p.measured_ms,
+                         "error": t.error, "kernel_config": t.kernel_config})
+    return rows
+
+
+def tune_table(plan: Any) -> list[str]:
+    lines = [f"{'bucket':>10} {'@tokens':>8}  {'candidate':<28} {'ms':>10} {'x floor':>8}"]
+    for row in tune_rows(plan):
+        mark = " *" if row["chosen"] else ""
+        if row["ms"] is None:
+            lines.append(f"{row['bucket']:>10} {row['tokens']:>8}  {row['candidate']:<28} rejected: {row['error']}")
+        else:
+            lines.append(f"{row['bucket']:>10} {row['tokens']:>8}  {row['candidate'] + mark:<28} {row['ms']:>10.4f} "
+                         f"{row['x_floor']:>8.2f}")
+    lines.append("* the backend this bucket runs (ms: median on this device; x floor: multiple of the fastest)")
+    return lines
+
+
+def _progress_bar(started: float) -> Any:
+    width = 30
+
+    def progress(done: int, total: int, what: str) -> None:
+        filled = int(width * done / max(total, 1))
+        line = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {time.perf_counter() - started:5.1f} s {what}"
+        if sys.stderr.isatty():
+            print("\r" + line[:150].ljust(150), end="", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    return progress
+
+
+def _write_triton_table(config: MoEConfig, plan: Any, out: Any) -> Any:
+    """The Triton rows of the plan as a tuned table (one entry per bucket's token count)."""
+    import torch
+
+    from moe_oracle.triton.configs import default_configs
+    from moe_oracle.triton.tune import TunedPoint, write_configs
+    from moe_oracle.triton.tuning import from_kernel_config
+
+    points = []
+    for p in plan:
+        for t in p.timings:
+            if t.backend == "triton" and t.ms is not None and p.tokens is not None:
+                layer = from_kernel_config(t.kernel_config) if t.kernel_config else default_configs(config, p.tokens)
+                points.append(TunedPoint(p.tokens, layer, t.ms, t.ms))
+    if not points:
+        return None
+    return write_configs(config, list({pt.tokens: pt for pt in points}.values()), out, torch.cuda.get_device_name())
+
+
+def _plot_plan(payload: dict[str, Any], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = payload["table"]
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for cand in dict.fromkeys(r["candidate"] for r in rows):
+        pts = sorted({(r["tokens"], r["ms"]) for r in rows if r["candidate"] == cand and r["ms"] is not None})
+        if pts:
+            ax.plot([t for t, _ in pts], [m for _, m in pts], marker="o", markersize=4, label=cand)
+    chosen = sorted({(r["tokens"], r["ms"]) for r in rows if r["chosen"] and r["ms"] is not None})
+    if chosen:
+        ax.scatter([t for t, _ in chosen], [m for _, m in chosen], marker="*", s=220, facecolors="none",
+                   edgecolors="black", linewidths=1.2, zorder=5, label="chosen per bucket")
+    tokens = sorted({r["tokens"] for r in rows})
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(tokens, [str(t) for t in tokens])
+    ax.set_xlabel("tokens per call (one per bucket)")
+    ax.set_ylabel("ms per layer call (median)")
+    ax.set_title(f"moe-oracle tune: {payload['config']['quant']} on {payload['platform']['device_name']}", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 PLOT_EXTRA = "pip install 'moe-oracle-core[plot]'"

@@ -49,6 +49,7 @@ from moe_oracle.kernel.inputs import (
 )
 from moe_oracle.kernel.modular import FusedMoEKernel, PrepareFinalize
 from moe_oracle.kernel.weights import TENSOR_NAMES, CanonicalWeights, KernelWeights
+from moe_oracle.oracle.dispatch import BucketKernels, build_bucket_kernels, convert_primary
 from moe_oracle.oracle.report import Selection
 from moe_oracle.oracle.schemes import oracle_for
 from moe_oracle.platform import Platform
@@ -88,7 +89,8 @@ class MoELayer(torch.nn.Module):
     def __init__(self, config: MoEConfig, backend: str | None = None, platform: Platform | None = None, *,
                  exclude: str | Iterable[str] | None = None, prefer: str | Iterable[str] | None = None,
                  prepare_finalize: PrepareFinalize | None = None, process_group: object | None = None,
-                 strict: bool | None = None, check_values: bool | None = None) -> None:
+                 strict: bool | None = None, check_values: bool | None = None, policy: str | None = None,
+                 buckets: Iterable[int] | None = None, allow_extra_memory: bool = False) -> None:
         """``prepare_finalize`` is the expert-parallel dispatcher for ``config.parallel.all2all``. When it
         is ``None`` and the config has an all2all, the layer builds it with
         ``moe_oracle.distributed.make_prepare_finalize(config, process_group)`` (``process_group``: the
@@ -98,7 +100,11 @@ class MoELayer(torch.nn.Module):
         faster backend (``None``: ``MOE_ORACLE_STRICT``).
         ``check_values``: ``None`` (default) checks values where that costs no device synchronization
         (CPU tensors), unless ``MOE_ORACLE_CHECK_VALUES=1``/``0`` (read here, once) says otherwise;
-        ``True`` everywhere (a synchronization per forward on accelerators); ``False`` nowhere."""
+        ``True`` everywhere (a synchronization per forward on accelerators); ``False`` nowhere.
+        ``policy`` (``None``: ``MOE_ORACLE_POLICY``, default ``"rules"``) and ``buckets`` make the plan
+        (``Selection.plan``); each forward runs its token count's bucket, looked up on the host. Buckets
+        run other weight layouts than the primary backend's only with ``allow_extra_memory``. Under
+        expert parallelism rank 0's backend is agreed; a measured plan is not yet shared across ranks."""
         super().__init__()
         if not isinstance(config, MoEConfig):
             raise TypeError(f"config must be a MoEConfig, got {type(config).__name__}")
@@ -115,8 +121,9 @@ class MoELayer(torch.nn.Module):
             self.selection: Selection = agree_selection(self.oracle, config, platform, group=group, backend=backend,
                                                         exclude=exclude, prefer=prefer, strict=strict)
         else:
-            self.selection = self.oracle.select_backend(config, platform, backend=backend,
-                                                        exclude=exclude, prefer=prefer, strict=strict)
+            self.selection = self.oracle.select_backend(config, platform, backend=backend, exclude=exclude,
+                                                        prefer=prefer, strict=strict, policy=policy, buckets=buckets,
+                                                        allow_extra_memory=allow_extra_memory)
         self._reset_weights()
         self.conversions = 0
         self._op_id = ops.register(self)
@@ -130,6 +137,7 @@ class MoELayer(torch.nn.Module):
         self._score_bias: torch.Tensor | None = None          # [E] as loaded (monolithic kernels take it)
         self._score_bias_f32: torch.Tensor | None = None      # [E] float32 (the router takes it)
         self._kept_canonical: CanonicalWeights | None = None  # only for a converter without an inverse
+        self._buckets: BucketKernels | None = None             # the plan's kernels, one per token bucket
 
     @property
     def backend(self) -> str:
@@ -172,7 +180,7 @@ class MoELayer(torch.nn.Module):
         and promises to reload after changing them: the transformers integration, ``.to()``, unpickling)."""
         validate_canonical(self.config, weights)
         load_id = next(_load_ids)
-        converted = self.oracle.convert_to_kernel_format(self.selection, self.config, weights)
+        converted = convert_primary(self.oracle, self.selection, self.config, weights)
         if own:
             converted = _without_aliases(converted, weights)
         converted = KernelWeights(backend=converted.backend, config=converted.config, tensors=converted.tensors,
@@ -180,6 +188,10 @@ class MoELayer(torch.nn.Module):
         quant_config = self.oracle.make_quant_config(converted.config, converted)
         kernel = self.oracle.make_kernel(self.selection, self.config, quant_config, converted,
                                          prepare_finalize=self.prepare_finalize)
+        buckets = build_bucket_kernels(
+            self.oracle, self.selection, self.config, weights, converted, kernel,
+            lambda backend, kw: self.oracle.make_kernel(backend, self.config, self.oracle.make_quant_config(
+                kw.config, kw), kw, prepare_finalize=self.prepare_finalize))
         kept = None
         if converted.layout != "canonical" and self.selection.spec.load_inverse() is None:
             logger.warning("moe-oracle: backend %s has no inverse converter (to_canonical): the layer keeps the "
@@ -191,7 +203,7 @@ class MoELayer(torch.nn.Module):
         device = weights.w13.device
         expert_map = self._make_expert_map(device)
         # Everything succeeded: commit.
-        self.kernel_weights, self.kernel, self._load_id = converted, kernel, load_id
+        self.kernel_weights, self.kernel, self._load_id, self._buckets = converted, kernel, load_id, buckets
         self.expert_map, self._device, self._kept_canonical = expert_map, device, kept
         self._score_bias = bias
         self._score_bias_f32 = None if bias is None else bias.float()
@@ -275,7 +287,7 @@ class MoELayer(torch.nn.Module):
         state = self.__dict__.copy()
         canonical = self.canonical
         for name in ("kernel", "kernel_weights", "oracle", "expert_map", "_score_bias", "_score_bias_f32",
-                     "_kept_canonical", "_op_id"):
+                     "_kept_canonical", "_op_id", "_buckets"):
             state.pop(name, None)
         state["_canonical_state"] = None if canonical is None else dict(canonical.items())
         return state
@@ -309,11 +321,12 @@ class MoELayer(torch.nn.Module):
                        topk_ids: torch.Tensor) -> torch.Tensor:
         """Routing done by the caller: topk_weights ``[T, K]`` float, topk_ids ``[T, K]`` int32/int64
         global expert ids in ``[0, E)``."""
-        kernel = self._ready()
+        self._ready()
+        self._check_hidden(hidden_states)
+        kernel = self._kernel_for(hidden_states.shape[0])
         if kernel.monolithic:
             raise InputError("forward_routed", f"a modular backend ({self.backend} routes inside its kernel)",
                              "a monolithic backend; call layer(hidden_states, router_logits)")
-        self._check_hidden(hidden_states)
         t, k = hidden_states.shape[0], self.config.top_k
         check_tensor("topk_weights", topk_weights, (t, k), FLOAT_DTYPES, hidden_states.device)
         check_tensor("topk_ids", topk_ids, (t, k), INDEX_DTYPES, hidden_states.device)
@@ -329,8 +342,7 @@ class MoELayer(torch.nn.Module):
 
     # The validated paths: what the custom ops run, and what eager forwards call directly.
     def _forward_logits(self, hidden_states: torch.Tensor, router_logits: torch.Tensor) -> torch.Tensor:
-        kernel = self.kernel
-        assert kernel is not None
+        kernel = self._kernel_for(hidden_states.shape[0])
         with checked_inputs():
             if kernel.monolithic:
                 out = kernel.forward_logits(hidden_states, router_logits, expert_map=self.expert_map,
@@ -345,8 +357,7 @@ class MoELayer(torch.nn.Module):
 
     def _forward_routed(self, hidden_states: torch.Tensor, topk_weights: torch.Tensor,
                         topk_ids: torch.Tensor) -> torch.Tensor:
-        kernel = self.kernel
-        assert kernel is not None
+        kernel = self._kernel_for(hidden_states.shape[0])
         with checked_inputs():
             out = kernel.forward_routed(hidden_states, topk_weights.float(), topk_ids, expert_map=self.expert_map)
         return self._check_output(out, hidden_states)
@@ -361,6 +372,11 @@ class MoELayer(torch.nn.Module):
             got = _describe(out) if isinstance(out, torch.Tensor) else type(out).__name__
             raise KernelOutputError(self.backend, self.selection.spec.distribution, _describe(hidden_states), got)
         return out
+
+    def _kernel_for(self, num_tokens: int) -> FusedMoEKernel:
+        """The kernel of ``num_tokens``' bucket (a host-side lookup; no device synchronization)."""
+        assert self._buckets is not None
+        return self._buckets.kernel_for(num_tokens)
 
     def _ready(self) -> FusedMoEKernel:
         if self.kernel is None:

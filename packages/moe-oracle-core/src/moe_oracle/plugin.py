@@ -91,6 +91,7 @@ _LAZY = {
     "quantize_activation": "moe_oracle.quant", "fake_quantize_activation": "moe_oracle.quant",
     "dequantize_weights": "moe_oracle.quant", "pack_nibbles": "moe_oracle.quant", "unpack_nibbles": "moe_oracle.quant",
     "decode_e8m0": "moe_oracle.quant.mx",
+    "Tuning": "moe_oracle.kernel.tuning", "KernelConfig": "moe_oracle.kernel.tuning",
     "interleave_gate_up": "moe_oracle.kernel.layouts", "deinterleave_gate_up": "moe_oracle.kernel.layouts",
     "pad_to": "moe_oracle.kernel.layouts", "pad_halves": "moe_oracle.kernel.layouts",
     "unpad_halves": "moe_oracle.kernel.layouts", "round_up": "moe_oracle.kernel.layouts",

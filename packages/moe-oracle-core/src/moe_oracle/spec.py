@@ -1,8 +1,9 @@
 """``BackendSpec`` and ``PriorityHint``: what a package declares about one backend.
 
 A spec is data: which vendors, schemes, activations and activation format a backend serves,
-which vendor libraries it needs, extra support checks, where its experts class and weight
-converter live (lazy ``"module:attr"`` paths), and priority hints with reasons.
+which vendor libraries it needs, extra support checks, where its experts class, weight
+converter and measured-policy hooks (``tuning``) live (lazy ``"module:attr"`` paths), and priority
+hints with reasons.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ class BackendSpec:
     distribution: str = ""
     description: str = ""
     plugin_api: int | None = None
+    tuning: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("vendors", "schemes", "activations"):
@@ -132,7 +134,8 @@ class BackendSpec:
             raise RegistryError(f"{where}: activation_format must be 'standard' or 'batched', got {self.activation_format!r}")
         if self.inverse is not None and self.converter is None:
             raise RegistryError(f"{where}: inverse without a converter (the identity needs no inverse)")
-        for label, path in (("experts", self.experts), ("converter", self.converter), ("inverse", self.inverse)):
+        for label, path in (("experts", self.experts), ("converter", self.converter), ("inverse", self.inverse),
+                            ("tuning", self.tuning)):
             if path is not None and not _PATH_RE.match(path):
                 raise RegistryError(f"{where}: {label} must be a 'module:attribute' path, got {path!r}")
         if self.plugin_api is not None and (type(self.plugin_api) is not int or self.plugin_api < 1):
@@ -200,6 +203,19 @@ class BackendSpec:
             return getattr(importlib.import_module(module), "to_canonical", None)
         except ImportError as exc:
             raise RegistryError(f"backend {self.name!r} inverse{self._from()}: cannot import {module!r}: {exc}") from exc
+
+    def load_tuning(self) -> Any:
+        """The backend's ``moe_oracle.kernel.tuning.Tuning`` (what ``policy="measured"`` may choose
+        besides the backend), or the default one that measures it as it comes."""
+        from moe_oracle.kernel.tuning import DEFAULT_TUNING, Tuning
+
+        if self.tuning is None:
+            return DEFAULT_TUNING
+        tuning = _load(self.tuning, f"backend {self.name!r} tuning{self._from()}")
+        if not isinstance(tuning, Tuning):
+            raise RegistryError(f"backend {self.name!r} tuning{self._from()}: {self.tuning!r} is a "
+                                f"{type(tuning).__name__}, not a moe_oracle.kernel.tuning.Tuning")
+        return tuning
 
     def resolve(self) -> Support:
         """Import the experts class and converter now: ``Support.no`` with the error if either

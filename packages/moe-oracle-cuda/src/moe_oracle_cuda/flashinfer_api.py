@@ -11,7 +11,8 @@ from moe_oracle.plugin import FLOAT_DTYPES, INDEX_DTYPES, InputError, check_tens
 
 def fused_moe_module() -> ModuleType:
     """``flashinfer.fused_moe``; ``ImportError`` saying how to install it when it is absent."""
-    return load_library("flashinfer.fused_moe", backend="FlashInfer MoE (flashinfer_cutlass, flashinfer_trtllm)", install="flashinfer (pip install flashinfer-python)")
+    return load_library("flashinfer.fused_moe", backend="FlashInfer MoE (flashinfer_cutlass, flashinfer_trtllm)",
+                        install="flashinfer (pip install flashinfer-python)")
 
 
 def enum_value(module: ModuleType, enum: str, member: str) -> int:

@@ -31,6 +31,7 @@ from moe_oracle.kernel.modular import FusedMoEKernel, LocalPrepareFinalize, Prep
 from moe_oracle.kernel.quant_config import QuantConfig, QuantDesc
 from moe_oracle.kernel.weights import CanonicalWeights, KernelWeights, canonical_kernel_weights
 from moe_oracle.oracle.overrides import Overrides, resolve_overrides
+from moe_oracle.oracle.plan import PlanInfo, resolve_buckets, resolve_policy, rules_plan
 from moe_oracle.oracle.report import (
     EXCLUDED,
     REJECTED,
@@ -110,19 +111,54 @@ class MoEKernelOracle:
 
     # Selection ------------------------------------------------------------------------
     def explain(self, config: MoEConfig, platform: Platform | None = None, *, backend: str | None = None,
-                exclude: str | Iterable[str] | None = None, prefer: str | Iterable[str] | None = None) -> SelectionReport:
-        """The full report; never raises for "nothing fits" (``chosen`` is then ``None``)."""
-        return self._evaluate(config, platform, backend, exclude, prefer)[0]
+                exclude: str | Iterable[str] | None = None, prefer: str | Iterable[str] | None = None,
+                policy: str | None = None, buckets: Iterable[int] | None = None,
+                allow_extra_memory: bool = False) -> SelectionReport:
+        """The full report with the plan; never raises for "nothing fits" (``chosen`` is then ``None``).
+        Under ``policy="measured"`` the plan is read from the selection cache or measured now."""
+        policy = resolve_policy(policy)
+        bounds = resolve_buckets(buckets)
+        report, spec = self._evaluate(config, platform, backend, exclude, prefer)
+        if spec is None:
+            return report
+        return self._planned(config, report, policy, bounds, allow_extra_memory)[0]
+
+    def _planned(self, config: MoEConfig, report: SelectionReport, policy: str, buckets: tuple[int, ...],
+                 allow_extra_memory: bool, *, timer: Any = None, refresh: bool = False, progress: Any = None,
+                 group: Any = None) -> tuple[SelectionReport, str, Any]:
+        """``(report with its plan, primary backend, primary layout variant)``."""
+        assert report.chosen is not None
+        if policy == "rules":
+            return report, report.chosen, None  # _build gave it the rules plan
+        from moe_oracle.oracle.measured import measured_plan
+
+        m = measured_plan(self, config, report.platform, report, buckets=buckets,
+                          allow_extra_memory=allow_extra_memory, timer=timer, refresh=refresh, progress=progress,
+                          group=group)
+        return dataclasses.replace(report, plan=m.plan, plan_info=m.info), m.primary, m.primary_config
 
     def select_backend(self, config: MoEConfig, platform: Platform | None = None, *, backend: str | None = None,
                        exclude: str | Iterable[str] | None = None,
-                       prefer: str | Iterable[str] | None = None, strict: bool | None = None) -> Selection:
+                       prefer: str | Iterable[str] | None = None, strict: bool | None = None,
+                       policy: str | None = None, buckets: Iterable[int] | None = None,
+                       allow_extra_memory: bool = False, timer: Any = None, refresh: bool = False,
+                       progress: Any = None, group: Any = None) -> Selection:
         """Choose now; raise ``UnsupportedBackendError`` / ``NoBackendError`` with every reason.
 
         When only the reference experts fit (and were not forced), a WARNING on ``moe_oracle`` says why
         each faster backend was rejected; with ``strict`` (``None``: ``MOE_ORACLE_STRICT``) that is a
-        ``NoBackendError`` instead."""
+        ``NoBackendError`` instead.
+
+        ``policy`` (``None``: ``MOE_ORACLE_POLICY``, default ``"rules"``): ``"measured"`` times the
+        usable candidates per token bucket (``buckets``: upper bounds, ``plan.DEFAULT_BUCKETS``) or
+        reads that from the selection cache (``refresh``: measure anyway), rank 0 of ``group``
+        deciding for all ranks; buckets run other layouts than the primary backend's only with
+        ``allow_extra_memory``. ``timer`` and ``progress``: see ``oracle.measure``."""
         strict = strict_mode(strict)
+        policy = resolve_policy(policy)
+        bounds = resolve_buckets(buckets)
+        if not isinstance(allow_extra_memory, bool):
+            raise ConfigError("allow_extra_memory", f"must be a bool, got {allow_extra_memory!r}")
         report, spec = self._evaluate(config, platform, backend, exclude, prefer)
         if spec is not None and report.slow_warning:
             if strict:
@@ -138,7 +174,10 @@ class MoEKernelOracle:
                 raise UnsupportedBackendError(forced, [_forced_reason(report, forced, self.registry)], usable)
             raise NoBackendError({c.name: c.reason for c in report.candidates},
                                  context=f"{config.scheme.name} on {report.platform.describe()}")
-        return Selection(spec.name, spec, report)
+        report, primary, variant = self._planned(config, report, policy, bounds, allow_extra_memory, timer=timer,
+                                                 refresh=refresh, progress=progress, group=group)
+        primary_spec = spec if primary == spec.name else self.registry.get(primary)
+        return Selection(primary_spec.name, primary_spec, report, report.plan, variant)
 
     def _evaluate(self, config: MoEConfig, platform: Platform | None, backend: str | None,
                   exclude: str | Iterable[str] | None,
@@ -201,6 +240,8 @@ class MoEKernelOracle:
                                  chosen.name if chosen else None, overrides, tuple(reg.failures), others)
         if chosen is None:
             report = dataclasses.replace(report, none_reason=_none_reason(report, reg))
+        else:
+            report = dataclasses.replace(report, plan=rules_plan(chosen.name), plan_info=RULES_INFO)
         return report, chosen
 
     # Weights, quant config, kernel ------------------------------------------------------
@@ -251,6 +292,7 @@ class MoEKernelOracle:
         return FusedMoEKernel(prepare_finalize, experts)
 
 
+RULES_INFO = PlanInfo("rules", "rules (merged priorities; policy='measured' times the candidates)")
 STRICT_ENV = "MOE_ORACLE_STRICT"
 _STRICT_VALUES = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
                   "off": False, "": False}

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from moe_oracle._table import WIDTH, format_table, wrap
 from moe_oracle.config.moe import dtype_name
+from moe_oracle.oracle.plan import BucketIndex, BucketPlan, PlanInfo, rules_plan
 
 if TYPE_CHECKING:
     from moe_oracle.config.moe import MoEConfig
@@ -62,6 +63,8 @@ class SelectionReport:
     plugin_failures: tuple[PluginFailure, ...] = ()
     other_vendors: tuple[tuple[str, str], ...] = field(default=())
     none_reason: str = ""
+    plan: tuple[BucketPlan, ...] = ()
+    plan_info: PlanInfo | None = None
 
     @property
     def slow_warning(self) -> str:
@@ -84,9 +87,11 @@ class SelectionReport:
     def order(self) -> list[str]:
         return [c.name for c in self.candidates]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, plan: bool = True) -> dict[str, Any]:
+        """Everything as JSON data; ``"plan"`` lists the buckets (each with every candidate's time)
+        and ``"plan_info"`` where they came from."""
         cfg = self.config
-        return {
+        out = {
             "oracle": self.oracle,
             "config": {
                 "num_experts": cfg.num_experts, "top_k": cfg.top_k, "hidden_size": cfg.hidden_size,
@@ -117,6 +122,10 @@ class SelectionReport:
             "plugin_failures": [{"distribution": f.distribution, "entry_point": f.entry_point, "error": f.error}
                                 for f in self.plugin_failures],
         }
+        if plan:
+            out["plan"] = [p.to_dict() for p in self.plan]
+            out["plan_info"] = self.plan_info.to_dict() if self.plan_info else None
+        return out
 
     def __str__(self) -> str:
         return self.render()
@@ -153,16 +162,62 @@ class SelectionReport:
                           width, subsequent="  ")
         for f in self.plugin_failures:
             lines.append(f"plugin failed to load: {f}")
+        if self.plan and self.plan_info is not None and self.plan_info.policy != "rules":
+            # Under the rules the plan is "chosen" for every token count: nothing more to show.
+            lines += render_plan(self.plan, self.plan_info, width)
         return "\n".join(lines)
+
+
+def render_plan(plan: tuple[BucketPlan, ...], info: PlanInfo | None, width: int | None = WIDTH) -> list[str]:
+    """The plan as lines: where it came from, then per bucket the backend, its ms and every
+    candidate's ms and multiple of the bucket's fastest (or why it was rejected)."""
+    lines = []
+    if info is not None:
+        lines += wrap(f"plan ({info.policy}): {info.origin}", width, subsequent="  ")
+        if info.primary_layout:
+            extra = (f"; other layouts add {info.extra_memory_bytes / 2**20:.1f} MiB" if info.extra_memory_bytes else "")
+            lines += wrap(f"weights layout: {info.primary_layout}{extra}", width, subsequent="  ")
+        for note in info.notes:
+            lines += wrap(f"note: {note}", width, subsequent="  ")
+    rows = [("tokens", "backend", "kernel config", "ms", "source", "candidates: ms (x fastest)")]
+    for p in plan:
+        floor = p.floor_ms
+        cands = []
+        for t in p.timings:
+            if t.ms is None:
+                cands.append(f"{t.label} rejected: {t.error}")
+            else:
+                cands.append(f"{t.label} {t.ms:.4g} ({t.ms / floor:.2f}x)" if floor else f"{t.label} {t.ms:.4g}")
+        measured_at = f" @{p.tokens}" if p.tokens is not None else ""
+        rows.append((p.label + measured_at, p.backend, _short(p.kernel_config),
+                     "-" if p.measured_ms is None else f"{p.measured_ms:.4g}", p.source, "; ".join(cands) or "-"))
+    return lines + format_table(rows, width=width)
+
+
+def _short(kc: Any) -> str:
+    if not kc:
+        return "default"
+    import json
+
+    return json.dumps(kc, separators=(",", ":"), sort_keys=True)
 
 
 @dataclass(frozen=True)
 class Selection:
-    """The chosen backend (``.backend`` a str), its spec and experts class, and the report."""
+    """The chosen backend (``.backend`` a str: the primary one, whose layout the weights are
+    converted to, in ``primary_config``'s variant), its spec and experts class, the report, and the
+    plan: one ``BucketPlan`` per token bucket (``backend_for(num_tokens)``)."""
 
     backend: str
     spec: BackendSpec
     report: SelectionReport
+    plan: tuple[BucketPlan, ...] = ()
+    primary_config: Any = None
+
+    def __post_init__(self) -> None:
+        if not self.plan:
+            object.__setattr__(self, "plan", rules_plan(self.backend))
+        object.__setattr__(self, "_index", BucketIndex(self.plan))
 
     @property
     def experts_cls(self) -> type:
@@ -178,6 +233,14 @@ class Selection:
 
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         return _unpickle_selection, (self.backend, self.report)
+
+    def bucket_for(self, num_tokens: int) -> BucketPlan:
+        """The bucket a forward of ``num_tokens`` tokens runs (0 tokens: the first)."""
+        return self.plan[self._index.index(num_tokens)]  # type: ignore[attr-defined]
+
+    def backend_for(self, num_tokens: int) -> str:
+        """The backend a forward of ``num_tokens`` tokens runs."""
+        return self.plan[self._index.index(num_tokens)].backend  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
         return f"Selection(backend={self.backend!r}, experts_cls={self.spec.experts!r})"

@@ -81,6 +81,7 @@ def triton_backends() -> list[BackendSpec | PriorityHint]:
         BackendSpec(
             name="triton",
             experts="moe_oracle.triton.experts:TritonExperts",
+            tuning="moe_oracle.triton.tuning:TUNING",
             rank=TRITON_RANK,
             description="Triton fused MoE: aligned grouped GEMMs, fused activation and quantization",
             **common,  # type: ignore[arg-type]

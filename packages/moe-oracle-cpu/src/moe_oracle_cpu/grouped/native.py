@@ -31,6 +31,8 @@ which resolves to the OpenMP runtime torch already loaded: kernel and torch shar
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import ctypes
 import functools
 import hashlib
@@ -39,7 +41,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -124,8 +126,25 @@ class _Weights(ctypes.Structure):
                 ("codes", _P), ("scale", _P), ("zero", _P)]
 
 
+_switch_override: contextvars.ContextVar[str | None] = contextvars.ContextVar("moe_oracle_cpu_native", default=None)
+
+
+@contextlib.contextmanager
+def switch_override(value: str | None) -> Iterator[None]:
+    """``MOE_ORACLE_CPU_NATIVE`` as ``value`` inside the block (``None``: as set), for the measured
+    policy's conversion of one layout variant; the environment itself is untouched."""
+    token = _switch_override.set(value)
+    try:
+        yield
+    finally:
+        _switch_override.reset(token)
+
+
 def switch() -> str:
     """``MOE_ORACLE_CPU_NATIVE`` as ``"auto"``, ``"off"`` or an ISA of ``ISAS``; ``ConfigError`` otherwise."""
+    forced = _switch_override.get()
+    if forced is not None:
+        return forced
     value = os.environ.get(ENV_SWITCH, "1").strip().lower()
     if value in _ON or value == "":
         return "auto"
@@ -158,7 +177,7 @@ def choose_build(config: MoEConfig, features: frozenset[str]) -> tuple[str, str]
     builds nothing. ``ConfigError`` for an unknown ``MOE_ORACLE_CPU_NATIVE``."""
     mode = switch()
     if mode == "off":
-        return "", f"{ENV_SWITCH}={os.environ[ENV_SWITCH]} turns the native kernels off"
+        return "", f"{ENV_SWITCH}={os.environ.get(ENV_SWITCH, 'off')} turns the native kernels off"
     if config.scheme.weight is None and config.dtype not in (torch.bfloat16, torch.float32):
         return "", f"the native kernels take bf16, fp32 or quantized experts, not {config.scheme.name} {config.dtype}"
     n13, h = config.w13_rows, config.hidden_size

@@ -73,6 +73,7 @@ GROUPED_SPEC = BackendSpec(
                                "per-expert dequantization, several times faster than the float32 reference"),),
     checks=(Check("its GEMM path on this CPU", _gemm_path),),
     environment=("MOE_ORACLE_CPU_NATIVE",),
+    tuning="moe_oracle_cpu.grouped.tuning:TUNING",
     description=("tokens sorted by expert once; one native C call per projection over every expert (AVX-512, "
                  "AVX2 or portable C; silu fused, top-k sum in its epilogue; quantized weights dequantized per "
                  "panel block), else oneDNN-packed or per-expert torch GEMMs"),
