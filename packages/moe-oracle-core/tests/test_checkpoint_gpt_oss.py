@@ -20,7 +20,7 @@ def _hf_experts_forward(hf: dict[str, torch.Tensor], x: torch.Tensor, topk_weigh
     alpha, limit = 1.702, 7.0
     out = torch.zeros_like(x)
     for t in range(x.shape[0]):
-        for w, e in zip(topk_weights[t].tolist(), topk_ids[t].tolist()):
+        for w, e in zip(topk_weights[t].tolist(), topk_ids[t].tolist(), strict=True):
             gate_up = x[t] @ hf["gate_up_proj"][e] + hf["gate_up_proj_bias"][e]     # [2I]
             gate, up = gate_up[::2].clamp(max=limit), gate_up[1::2].clamp(-limit, limit)
             glu = gate * torch.sigmoid(gate * alpha)

@@ -5,12 +5,14 @@ mxfp4 scale groups. ``transformers``' ``GptOssExperts`` (and the published check
 
 | tensor | shape | layout |
 |---|---|---|
-| ``gate_up_proj_blocks`` | ``[E, 2I, G, 16]`` uint8 | mxfp4 e2m1, two per byte, low nibble = even element; rows **interleaved**: row ``2j`` gate j, row ``2j+1`` up j |
+| ``gate_up_proj_blocks`` | ``[E, 2I, G, 16]`` uint8 | e2m1 two a byte, low nibble = even element; rows **interleaved** (1) |
 | ``gate_up_proj_scales`` | ``[E, 2I, G]`` uint8 | e8m0, rows interleaved alike |
 | ``gate_up_proj_bias`` | ``[E, 2I]`` | interleaved alike |
-| ``down_proj_blocks`` / ``_scales`` / ``_bias`` | ``[E, H, I/32, 16]`` / ``[E, H, I/32]`` / ``[E, H]`` | rows are outputs, not interleaved |
+| ``down_proj_blocks`` / ``_scales`` / ``_bias`` | ``[E, H, I/32, 16]`` / ``[E, H, I/32]`` / ``[E, H]`` | not interleaved |
 | ``gate_up_proj`` (dequantized model) | ``[E, H, 2I]`` | **transposed** (input first), columns interleaved |
 | ``down_proj`` (dequantized model) | ``[E, I, H]`` | transposed |
+
+(1) row ``2j`` is gate row j, row ``2j+1`` up row j (transformers: ``gate, up = x[..., ::2], x[..., 1::2]``).
 
 Canonical (DESIGN.md): ``w13`` ``[E, 2I, H/2]`` uint8 (gate rows first, then up), ``w13_scale``
 ``[E, 2I, H/32]``, ``w13_bias`` ``[E, 2I]``; ``w2`` ``[E, H, I/2]``, ``w2_scale``, ``w2_bias``; for the

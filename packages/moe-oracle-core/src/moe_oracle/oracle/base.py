@@ -195,9 +195,9 @@ class MoEKernelOracle:
                     continue
                 if overrides.backend is not None and overrides.backend != spec.name:
                     continue
-                if upcast_pass is not None and overrides.backend is None:  # the reference waits for pass None
-                    if spec.name == REFERENCE or bool(support.served_scheme) != upcast_pass:
-                        continue
+                if upcast_pass is not None and overrides.backend is None and (  # the reference waits for pass None
+                        spec.name == REFERENCE or bool(support.served_scheme) != upcast_pass):
+                    continue
                 resolved = spec.resolve()  # imports its experts and converter: a broken plugin is rejected here
                 if resolved.ok:
                     chosen = spec

@@ -98,7 +98,7 @@ def load_weight_tile(w_ptrs, s_ptrs, z_ptrs, kb_mask, g_mask,
     kb_mask : [BLOCK_K / PACK] valid bytes along K (used unless ``EVEN_K``); g_mask : [GT] valid groups.
     Masked bytes and scales load as 0, so a partial tile's tail is exactly zero (never NaN).
     """
-    if EVEN_K:
+    if EVEN_K:  # noqa: SIM108  (constexpr branches compile to one load; keep them statements)
         p = tl.load(w_ptrs)
     else:
         p = tl.load(w_ptrs, mask=kb_mask[None, :], other=0)
@@ -110,7 +110,7 @@ def load_weight_tile(w_ptrs, s_ptrs, z_ptrs, kb_mask, g_mask,
         else:
             s = _decode_scale(tl.load(s_ptrs, mask=g_mask[None, :], other=0), W_SCALE)
     if HAS_ZP:
-        if EVEN_K:
+        if EVEN_K:  # noqa: SIM108  (constexpr branch)
             z = tl.load(z_ptrs)
         else:
             z = tl.load(z_ptrs, mask=g_mask[None, :], other=0)
@@ -129,7 +129,7 @@ def load_weight_tile(w_ptrs, s_ptrs, z_ptrs, kb_mask, g_mask,
         hi_v = _scale_groups(hi_v, s, z, HAS_ZP, B_OFFSET, W_SCALE, BLOCK_N, BLOCK_K // 2, GT)
         w = tl.reshape(tl.join(lo_v.to(dtype), hi_v.to(dtype)), (BLOCK_N, BLOCK_K))
     else:
-        if W_FORMAT == 4:
+        if W_FORMAT == 4:  # noqa: SIM108  (constexpr branch)
             v = _decode_e4m3(p.to(tl.int32))
         else:
             v = p.to(tl.float32)

@@ -223,7 +223,7 @@ def _moe_gemm_kernel(
                                       HAS_ZP, B_OFFSET, EVEN_K, BLOCK_N, BLOCK_K, W_GT, a.dtype)
                 wu_ptrs += (BLOCK_K // PACK) * stride_bk
             else:
-                if EVEN_K:
+                if EVEN_K:  # noqa: SIM108  (constexpr branch)
                     bu = tl.load(bu_ptrs)
                 else:
                     bu = tl.load(bu_ptrs, mask=k_mask[:, None], other=0.0)
@@ -441,7 +441,8 @@ def moe_gemm(
     grid = (num_m * triton.cdiv(n, bn), split)
     _moe_gemm_kernel[grid](
         a, b, c,
-        a_s, b_s, b_z, b_global_scale if b_global_scale is not None else dummy, bias if bias is not None else dummy, topk_weights if topk_weights is not None else dummy,
+        a_s, b_s, b_z, b_global_scale if b_global_scale is not None else dummy, bias if bias is not None else dummy,
+        topk_weights if topk_weights is not None else dummy,
         out_scale if out_scale is not None else dummy,
         routing.sorted_ids if isinstance(routing, AlignedRouting) else dummy,
         routing.topk_ids if isinstance(routing, DirectRouting) else routing.block_expert if routing is not None else dummy,
