@@ -233,3 +233,15 @@ def test_router_weight_on_input_is_rejected() -> None:
 def test_rules_do_not_apply_on_other_vendors() -> None:
     report = explain(config("fp8_block"), Platform.simulate("rocm", arch="gfx942"))
     assert FIT not in report.order and not report.candidate("triton").hints
+
+
+def test_selection_names_the_served_scheme_and_strict_accepts_it() -> None:
+    """Higher activation precision is not the reference: strict passes, and no slow warning."""
+    hopper = cuda((9, 0))
+    for quant, served in (("mxfp4_a8", "mxfp4"), ("nvfp4", "nvfp4_a16"), ("w4a8_int8", "int4_w4a16"),
+                          ("w4a8_fp8", "int4_w4a16")):
+        selection = moe_oracle.select(config(quant), hopper, strict=True)
+        assert (selection.backend, selection.served_scheme) == ("triton", served), str(selection.report)
+        assert selection.report.to_dict()["served_scheme"] == served
+    ampere = moe_oracle.select(MoEConfig.preset("deepseek-v3"), cuda((8, 0)), strict=True)
+    assert (ampere.backend, ampere.served_scheme) == ("triton", "fp8_block_a16")
