@@ -66,10 +66,10 @@ def test_rocm_without_aiter_installed() -> None:
 
 @pytest.mark.parametrize(("arch", "scheme", "activation", "chosen"), [
     ("gfx950", "mxfp4", "swigluoai", "aiter"),
-    ("gfx942", "mxfp4", "swigluoai", "reference"),          # no mxfp4 kernels on gfx942; Triton has none
+    ("gfx942", "mxfp4", "swigluoai", "triton"),             # no AITER mxfp4 on gfx942: Triton's mixed-input GEMM
     ("gfx950", "mxfp4_a8", "swigluoai", "aiter"),
     ("gfx942", "w4a8_fp8", "silu", "aiter"),
-    ("gfx950", "w4a8_fp8", "silu", "reference"),
+    ("gfx950", "w4a8_fp8", "silu", "triton"),               # no AITER w4a8 on gfx950: Triton as int4_w4a16
 ])
 def test_rocm_arch_specific_schemes(arch: str, scheme: str, activation: str, chosen: str) -> None:
     assert _explain(_tiny(quant=scheme, activation=activation), ROCM[arch]).chosen == chosen

@@ -167,13 +167,15 @@ def test_triton_must_be_installed() -> None:
     assert _candidate(CONFIG, platform).reason == "triton not installed (pip install triton)"
 
 
-@pytest.mark.parametrize(("platform", "reason"), [
-    (Platform.simulate("cuda", capability=(8, 0)), "needs capability >= 8.9, have 8.0"),
-    (Platform.simulate("rocm", arch="gfx1100"), "needs arch gfx9/gfx12 for fp8, have gfx1100"),
+@pytest.mark.parametrize(("platform", "why"), [
+    (Platform.simulate("cuda", capability=(8, 0)), "no fp8 MMA below capability 8.9, have 8.0"),
+    (Platform.simulate("rocm", arch="gfx1100"), "no fp8 MMA off arch gfx9/gfx12, have gfx1100"),
 ])
-def test_fp8_needs_fp8_hardware(platform: Platform, reason: str) -> None:
-    assert _candidate(CONFIG.replace(quant="fp8_block"), platform).reason == reason
-    assert _candidate(CONFIG, platform).status in ("selected", "usable")
+def test_fp8_without_fp8_hardware_is_weight_only(platform: Platform, why: str) -> None:
+    candidate = _candidate(CONFIG.replace(quant="fp8_block"), platform)
+    assert candidate.status in ("selected", "usable") and candidate.served_scheme == "fp8_block_a16"
+    assert candidate.reason.endswith(f"serves fp8_block at higher activation precision (bf16) as fp8_block_a16: {why}")
+    assert _candidate(CONFIG, platform).served_scheme is None
 
 
 def test_batched_triton_takes_the_batched_format() -> None:

@@ -212,3 +212,67 @@ def test_nan_rows_stay_nan_under_quantized_activations(quant: str, h: int, i: in
     assert out[2].isnan().all()
     keep = torch.tensor([0, 1, 3])
     assert torch.equal(out[keep], clean[keep])
+
+
+# Mixed input (issue 17): packed weights dequantized in registers, and schemes served at a higher
+# activation precision. H=96 leaves a partial 64- or 128-wide K tile; I=64.
+def _check_served(config: MoEConfig, *, tokens: int = T, seed: int = 0, configs: LayerConfigs | None = None,
+                  fp8_mma: bool = True, monkeypatch: pytest.MonkeyPatch | None = None) -> None:
+    from moe_oracle.testing import served_reference_moe
+    from moe_oracle.triton import experts as experts_module
+
+    if monkeypatch is not None:
+        monkeypatch.setattr(experts_module, "fp8_mma_supported", lambda device: fp8_mma)
+    weights = random_weights(config, seed=seed)
+    hidden, logits = random_inputs(config, tokens, seed=seed + 1)
+    topk_weights, topk_ids = route(logits, config)
+    experts = _experts(config, weights)
+    served = experts.plan.served or config.scheme.name
+    expected, served_config = served_reference_moe(config, served, weights, hidden, topk_weights, topk_ids)
+    experts.configs_override = configs
+    actual = experts.apply(hidden, topk_weights, topk_ids)
+    assert_close(actual, expected, config=served_config, name=f"triton {config.scheme.name} served as {served}")
+
+
+@pytest.mark.parametrize(("quant", "served"), [
+    ("mxfp4", "mxfp4"),
+    ("mxfp4_a8", "mxfp4"),
+    ("nvfp4", "nvfp4_a16"),
+    ("w4a8_int8", "int4_w4a16"),
+    ("w4a8_int8_g64", "int4_w4a16_g64"),
+    ("w4a8_fp8", "int4_w4a16"),
+    ("int4_w4a16_g32_zp", "int4_w4a16_g32_zp"),
+    ("int8_w8a16_group_g32", "int8_w8a16_group_g32"),
+])
+def test_mixed_input_schemes_match_reference(quant: str, served: str) -> None:
+    h = 128 if quant.startswith("w4a8") else 96  # H a multiple of the group size (128 / 64 there)
+    config = MoEConfig(num_experts=4, top_k=2, hidden_size=h, intermediate_size=64, dtype=torch.float16, quant=quant)
+    from moe_oracle.triton.experts import _plan
+
+    assert (_plan(config).served or quant) == served
+    _check_served(config)
+
+
+@pytest.mark.parametrize("quant", ["fp8_tensor", "fp8_tensor_static", "fp8_channel", "fp8_block"])
+def test_fp8_weights_without_fp8_mma(quant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No fp8 MMA (Ampere): e4m3 weights decoded in registers, fp16 activations (``<scheme>_a16``)."""
+    h, i = (256, 192) if quant == "fp8_block" else (96, 64)
+    config = MoEConfig(num_experts=4, top_k=2, hidden_size=h, intermediate_size=i, dtype=torch.float16, quant=quant)
+    _check_served(config, fp8_mma=False, monkeypatch=monkeypatch)
+
+
+def test_mxfp4_gpt_oss_style_bias_swigluoai() -> None:
+    """gpt-oss: mxfp4 weights, biases, swigluoai with alpha 1.702 and limit 7 (clamped)."""
+    config = MoEConfig(num_experts=4, top_k=2, hidden_size=96, intermediate_size=64, dtype=torch.float16,
+                       quant="mxfp4", activation="swigluoai", has_bias=True, swiglu_limit=7.0)
+    _check_served(config, tokens=7)
+
+
+@pytest.mark.parametrize("quant", ["mxfp4", "nvfp4", "int4_w4a16_g32"])
+def test_mixed_input_tiles_span_several_groups(quant: str) -> None:
+    """128-wide K tiles hold 4 (mxfp4, g32) or 8 (nvfp4) scale groups; split-K on GEMM2; T > 1 alignment."""
+    configs = LayerConfigs(TritonConfig(block_m=16, block_n=32, block_k=128),
+                           TritonConfig(block_m=16, block_n=32, block_k=64, split_k=2))
+    config = MoEConfig(num_experts=4, top_k=2, hidden_size=256, intermediate_size=128, dtype=torch.float16,
+                       quant=quant)
+    _check_served(config, tokens=6, configs=configs)

@@ -124,11 +124,15 @@ def test_fp8_block_on_blackwell_prefers_trtllm() -> None:
     assert report.order[:3] == [FIT, FIC, "triton"] and report.chosen == FIT
 
 
-def test_triton_fp8_needs_capability_8_9() -> None:
+def test_triton_fp8_below_capability_8_9_is_weight_only() -> None:
+    """Ampere has no fp8 MMA: Triton decodes the e4m3 weights in registers and keeps bf16 activations."""
     report = explain(config("fp8_tensor_static"), cuda((8, 0)))
-    assert report.candidate("triton").reason == "needs capability >= 8.9, have 8.0"
-    assert report.chosen == "reference"
-    assert explain(config("fp8_tensor_static"), cuda((8, 9))).chosen == "triton"
+    assert report.candidate("triton").reason.endswith(
+        "serves fp8_tensor_static at higher activation precision (bf16) as fp8_tensor_a16: "
+        "no fp8 MMA below capability 8.9, have 8.0")
+    assert report.chosen == "triton" and report.served_scheme == "fp8_tensor_a16"
+    exact = explain(config("fp8_tensor_static"), cuda((8, 9)))
+    assert exact.chosen == "triton" and exact.served_scheme == "fp8_tensor_static"
 
 
 # nvfp4 --------------------------------------------------------------------------------------------
@@ -136,7 +140,8 @@ def test_nvfp4_order_trtllm_then_cutlass() -> None:
     report = explain(config("nvfp4"), cuda((10, 0)))
     assert report.order[:2] == [FIT, FIC] and report.chosen == FIT
     assert explain(config("nvfp4"), cuda((12, 0))).chosen == FIC
-    assert explain(config("nvfp4"), cuda((9, 0))).chosen == "reference"
+    hopper = explain(config("nvfp4"), cuda((9, 0)))  # no fp4 MMA: Triton's w4a16 kernel, bf16 activations
+    assert hopper.chosen == "triton" and hopper.served_scheme == "nvfp4_a16"
 
 
 def test_swiglu_limit_keeps_only_backends_that_apply_the_clamp() -> None:
@@ -155,7 +160,17 @@ def test_mxfp4_one_selector_for_both_activation_kinds() -> None:
     assert explain(config("mxfp4"), cuda((10, 0))).chosen == FIT
     assert explain(config("mxfp4_a8"), cuda((10, 0))).chosen == FIT
     assert explain(config("mxfp4_a8"), cuda((12, 0))).chosen == FIC
-    assert explain(config("mxfp4_a8"), cuda((9, 0))).chosen == "reference"
+    hopper = explain(config("mxfp4_a8"), cuda((9, 0)))
+    assert hopper.chosen == "triton" and hopper.served_scheme == "mxfp4"
+    assert "serves mxfp4_a8 at higher activation precision (bf16)" in " ".join(str(hopper).split())
+
+
+def test_exact_backends_come_before_a_higher_activation_precision() -> None:
+    """mxfp4_a8 on 12.0: CUTLASS runs it exactly; Triton, ranked before it for gpt-oss, would upcast."""
+    gpt_oss = explain(config("mxfp4_a8", activation="swigluoai", has_bias=True), cuda((12, 0)))
+    assert gpt_oss.order.index("triton") < gpt_oss.order.index(FIC)
+    assert gpt_oss.chosen == FIC and gpt_oss.served_scheme == "mxfp4_a8"
+    assert gpt_oss.candidate("triton").status == "usable" and gpt_oss.candidate("triton").served_scheme == "mxfp4"
 
 
 def test_gpt_oss_has_its_own_mxfp4_order() -> None:
@@ -202,7 +217,8 @@ def test_flashinfer_absent_is_a_reason_not_an_error() -> None:
     report = explain(config("nvfp4"), cuda((10, 0), flashinfer=False))
     for name in (FIT, FIC):
         assert report.candidate(name).reason == "flashinfer not installed (pip install flashinfer-python)"
-    assert report.chosen == "reference"
+    assert report.chosen == "triton" and report.served_scheme == "nvfp4_a16"
+    assert not report.slow_warning
 
 
 def test_router_weight_on_input_is_rejected() -> None:
@@ -215,3 +231,15 @@ def test_router_weight_on_input_is_rejected() -> None:
 def test_rules_do_not_apply_on_other_vendors() -> None:
     report = explain(config("fp8_block"), Platform.simulate("rocm", arch="gfx942"))
     assert FIT not in report.order and not report.candidate("triton").hints
+
+
+def test_selection_names_the_served_scheme_and_strict_accepts_it() -> None:
+    """Higher activation precision is not the reference: strict passes, and no slow warning."""
+    hopper = cuda((9, 0))
+    for quant, served in (("mxfp4_a8", "mxfp4"), ("nvfp4", "nvfp4_a16"), ("w4a8_int8", "int4_w4a16"),
+                          ("w4a8_fp8", "int4_w4a16")):
+        selection = moe_oracle.select(config(quant), hopper, strict=True)
+        assert (selection.backend, selection.served_scheme) == ("triton", served), str(selection.report)
+        assert selection.report.to_dict()["served_scheme"] == served
+    ampere = moe_oracle.select(MoEConfig.preset("deepseek-v3"), cuda((8, 0)), strict=True)
+    assert (ampere.backend, ampere.served_scheme) == ("triton", "fp8_block_a16")

@@ -19,17 +19,22 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Support:
-    """Whether a backend can serve a config; ``reason`` says why not (or a note when it can)."""
+    """Whether a backend can serve a config; ``reason`` says why not (or a note when it can).
+
+    ``served_scheme`` is set when the backend serves the config's scheme only at a *higher*
+    activation precision (``mxfp4_a8`` with bf16 activations): the name of the scheme that runs.
+    The oracle then prefers any exact backend but the reference (DESIGN: "Never silently slow")."""
 
     ok: bool
     reason: str = ""
+    served_scheme: str | None = None
 
     def __bool__(self) -> bool:
         return self.ok
 
     @classmethod
-    def yes(cls, note: str = "") -> Support:
-        return cls(True, note)
+    def yes(cls, note: str = "", *, served_scheme: str | None = None) -> Support:
+        return cls(True, note, served_scheme)
 
     @classmethod
     def no(cls, reason: str) -> Support:
@@ -196,13 +201,15 @@ def first_failure(checks: Iterable[Check], config: MoEConfig, platform: Platform
     """Run checks in order; the first failure, or ``Support.yes()`` carrying the passing checks' notes.
     Each runs through ``run_check``: a faulty check is a failure naming ``source``."""
     notes = []
+    served = None
     for c in checks:
         result = run_check(c, config, platform, source=source)
         if not result.ok:
             return result
         if result.reason:
             notes.append(result.reason)
-    return Support.yes("; ".join(notes))
+        served = served or result.served_scheme
+    return Support.yes("; ".join(notes), served_scheme=served)
 
 
 # Per-scheme requirements (what a backend's kernels implement, scheme by scheme) -----------------

@@ -265,6 +265,40 @@ def reference_moe(config: MoEConfig, weights: CanonicalWeights, hidden: torch.Te
     return experts.apply(hidden, topk_weights, topk_ids, expert_map=expert_map)
 
 
+def served_reference_moe(config: MoEConfig, served_scheme: str, weights: CanonicalWeights, hidden: torch.Tensor,
+                         topk_weights: torch.Tensor, topk_ids: torch.Tensor, *,
+                         expert_map: torch.Tensor | None = None) -> tuple[torch.Tensor, MoEConfig]:
+    """The reference for a backend that serves ``config`` at a higher activation precision
+    (``Selection.served_scheme``): ``(output [T, H], the config to take the tolerance from)``.
+
+    A parseable served scheme (``mxfp4`` for ``mxfp4_a8``, ``int4_w4a16`` for ``w4a8_int8``) runs the
+    reference on the same quantized weights without the activation scales; a weight-only variant
+    with no scheme name of its own (``nvfp4_a16``, ``fp8_block_a16``) runs it on the weights
+    dequantized to ``config.dtype``, unquantized activations.
+    """
+    from moe_oracle.config.moe import dtype_name
+    from moe_oracle.errors import ConfigError
+    from moe_oracle.quant import dequantize_weights
+
+    tensors = {k: v for k, v in weights.items() if k not in ("a13_scale", "a2_scale")}
+    try:
+        QuantScheme.parse(served_scheme)
+        parseable = True
+    except ConfigError:
+        parseable = False
+    if parseable:
+        served = config.replace(quant=served_scheme)
+    else:
+        served = config.replace(quant=dtype_name(config.dtype))
+        for name in ("w13", "w2"):
+            dense = dequantize_weights(config.scheme, tensors.pop(name), scale=tensors.pop(f"{name}_scale", None),
+                                       zero_point=tensors.pop(f"{name}_zero_point", None),
+                                       global_scale=tensors.pop(f"{name}_global_scale", None))
+            tensors[name] = dense.to(config.dtype)
+    out = reference_moe(served, CanonicalWeights(**tensors), hidden, topk_weights, topk_ids, expert_map=expert_map)
+    return out, served
+
+
 def dense_moe(config: MoEConfig, weights: CanonicalWeights, hidden: torch.Tensor, topk_weights: torch.Tensor,
               topk_ids: torch.Tensor, *, expert_map: torch.Tensor | None = None) -> torch.Tensor:
     """The MoE computed densely, to check the reference: ``[T, H]`` in ``hidden.dtype``.

@@ -34,6 +34,7 @@ from moe_oracle.oracle.overrides import Overrides, resolve_overrides
 from moe_oracle.oracle.plan import PlanInfo, resolve_buckets, resolve_policy, rules_plan
 from moe_oracle.oracle.report import (
     EXCLUDED,
+    REFERENCE,
     REJECTED,
     SELECTED,
     USABLE,
@@ -212,30 +213,47 @@ class MoEKernelOracle:
         if overrides.prefer:
             first = [r for name in overrides.prefer for r in ranked if r.spec.name == name]
             ranked = first + [r for r in ranked if r not in first]
-        rows: list[CandidateReport] = []
-        chosen: BackendSpec | None = None
+        # Support of every candidate first, then the choice: the first exact one, else (the reference
+        # aside) the first that serves at a higher activation precision, else the reference.
+        entries: list[list[Any]] = []  # [spec, rank, hints, support (None: excluded)]
         for r in ranked:
             spec = r.spec
             hints = tuple(HintRecord(h.source, h.effect(), h.reason) for h in r.hints)
             if spec.name in overrides.prefer:
                 hints += (HintRecord("user", "moved to front", f"preferred by {overrides.source('prefer')}"),)
             if spec.name in overrides.exclude:
-                rows.append(CandidateReport(spec.name, spec.distribution, r.rank, EXCLUDED,
-                                            f"excluded by {overrides.source('exclude')}", hints))
+                entries.append([spec, r.rank, hints, None])
                 continue
             hints += tuple(HintRecord(h.source, "ignored", why) for h, why in r.ignored)
-            support = support_of(spec, config, platform)
-            wanted = overrides.backend is None or overrides.backend == spec.name
-            if support.ok and chosen is None and wanted:
+            entries.append([spec, r.rank, hints, support_of(spec, config, platform)])
+        chosen: BackendSpec | None = None
+        for upcast_pass in (False, True, None):
+            for entry in entries:
+                spec, support = entry[0], entry[3]
+                if chosen is not None or support is None or not support.ok:
+                    continue
+                if overrides.backend is not None and overrides.backend != spec.name:
+                    continue
+                if upcast_pass is not None and overrides.backend is None and (  # the reference waits for pass None
+                        spec.name == REFERENCE or bool(support.served_scheme) != upcast_pass):
+                    continue
                 resolved = spec.resolve()  # imports its experts and converter: a broken plugin is rejected here
-                support = support if resolved.ok else resolved
-            status = USABLE if support.ok else REJECTED
-            if support.ok and chosen is None and wanted:
-                chosen, status = spec, SELECTED
+                if resolved.ok:
+                    chosen = spec
+                else:
+                    entry[3] = resolved
+        rows: list[CandidateReport] = []
+        for spec, rank, hints, support in entries:
+            if support is None:
+                rows.append(CandidateReport(spec.name, spec.distribution, rank, EXCLUDED,
+                                            f"excluded by {overrides.source('exclude')}", hints))
+                continue
+            status = SELECTED if spec is chosen else USABLE if support.ok else REJECTED
             reason = support.reason
             if support.ok and overrides.backend is not None and overrides.backend == spec.name:
-                reason = f"forced by {overrides.source('backend')}"
-            rows.append(CandidateReport(spec.name, spec.distribution, r.rank, status, reason, hints))
+                reason = f"forced by {overrides.source('backend')}" + (f"; {reason}" if support.served_scheme else "")
+            rows.append(CandidateReport(spec.name, spec.distribution, rank, status, reason, hints,
+                                        served_scheme=support.served_scheme if support.ok else None))
         report = SelectionReport(type(self).__name__, config, platform, tuple(rows),
                                  chosen.name if chosen else None, overrides, tuple(reg.failures), others)
         if chosen is None:

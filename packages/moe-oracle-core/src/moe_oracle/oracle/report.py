@@ -40,6 +40,7 @@ class CandidateReport:
     status: str
     reason: str
     hints: tuple[HintRecord, ...] = ()
+    served_scheme: str | None = None  # set when it serves at a higher activation precision (see Support)
 
 
 REFERENCE = "reference"
@@ -77,6 +78,21 @@ class SelectionReport:
                 f"{self.config.scheme.name} on {self.platform.vendor}; "
                 + ("; ".join(others) if others else "no other backend serves this vendor"))
 
+    @property
+    def served_scheme(self) -> str | None:
+        """The scheme the chosen backend runs: the config's own, or a higher activation precision's
+        name (``mxfp4`` for ``mxfp4_a8`` on a w4a16 kernel); None when nothing was chosen."""
+        if self.chosen is None:
+            return None
+        return self.candidate(self.chosen).served_scheme or self.config.scheme.name
+
+    @property
+    def precision_note(self) -> str:
+        """Non-empty when the chosen backend serves a higher activation precision than the scheme's."""
+        if self.chosen is None or not self.candidate(self.chosen).served_scheme:
+            return ""
+        return self.candidate(self.chosen).reason
+
     def candidate(self, name: str) -> CandidateReport:
         for c in self.candidates:
             if c.name == name:
@@ -108,13 +124,14 @@ class SelectionReport:
                 "triton_interpreter": self.platform.triton_interpreter,
             },
             "chosen": self.chosen,
+            "served_scheme": self.served_scheme,
             "none_reason": self.none_reason,
             "warning": self.slow_warning,
             "overrides": {"backend": self.overrides.backend, "exclude": list(self.overrides.exclude),
                           "prefer": list(self.overrides.prefer), "origin": dict(self.overrides.origin)},
             "candidates": [
                 {"name": c.name, "distribution": c.distribution, "rank": c.rank, "status": c.status,
-                 "reason": c.reason,
+                 "reason": c.reason, "served_scheme": c.served_scheme,
                  "hints": [{"source": h.source, "effect": h.effect, "reason": h.reason} for h in c.hints]}
                 for c in self.candidates
             ],
@@ -154,6 +171,8 @@ class SelectionReport:
         lines += format_table(rows, width=width, notes=notes, note_indent=None if width is None else 3,
                               note_hang=len("hint: "))
         chosen = self.chosen or (f"none ({self.none_reason})" if self.none_reason else "none")
+        if self.precision_note:
+            chosen += f" ({self.precision_note})"
         lines += wrap(f"chosen: {chosen}", width, subsequent="  ")
         if self.slow_warning:
             lines += wrap(f"WARNING: {self.slow_warning}", width, subsequent="  ")
@@ -241,6 +260,12 @@ class Selection:
     def backend_for(self, num_tokens: int) -> str:
         """The backend a forward of ``num_tokens`` tokens runs."""
         return self.plan[self._index.index(num_tokens)].backend  # type: ignore[attr-defined]
+
+    @property
+    def served_scheme(self) -> str:
+        """The scheme that actually runs: ``report.config.scheme.name``, or the higher activation
+        precision the backend serves it at (``"mxfp4"`` for ``mxfp4_a8`` on a w4a16 kernel)."""
+        return self.report.served_scheme or self.report.config.scheme.name
 
     def __repr__(self) -> str:
         return f"Selection(backend={self.backend!r}, experts_cls={self.spec.experts!r})"

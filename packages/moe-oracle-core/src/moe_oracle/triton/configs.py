@@ -222,6 +222,10 @@ def default_configs(config: MoEConfig, num_tokens: int) -> LayerConfigs:
     per_expert = max(1, num_tokens * config.top_k) / config.num_local_experts
     quant = config.scheme.weight
     grouped = quant is not None and quant.granularity.kind in ("block", "group")
+    # Weight-only (mixed input: packed weights dequantized in registers, 16-bit MMA): prefill takes
+    # the bf16 tiles, so each dequantized weight tile feeds 128 rows (issue 17: the 64-row tiles
+    # left int4 prefill 11x slower than bf16). Not yet measured on a GPU: bench/gpu_quant_moe.py.
+    weight_only = quant is not None and config.scheme.activation is None
     bf16_like = quant is None
     if per_expert <= 8:
         bk = 128 if grouped else 256
@@ -236,7 +240,7 @@ def default_configs(config: MoEConfig, num_tokens: int) -> LayerConfigs:
         w13 = TritonConfig(block_m=64, block_n=64 if bf16_like else 128, block_k=bk, group_m=8, num_warps=4,
                            num_stages=3 if bf16_like else 4)
         w2 = TritonConfig(block_m=64, block_n=128, block_k=bk, group_m=8, num_warps=4, num_stages=4)
-    elif not bf16_like and grouped:
+    elif not bf16_like and grouped and not weight_only:
         w13 = TritonConfig(block_m=64, block_n=128, block_k=128, group_m=8, num_warps=8, num_stages=4)
         w2 = TritonConfig(block_m=64, block_n=128, block_k=128, group_m=8, num_warps=4, num_stages=4)
     else:

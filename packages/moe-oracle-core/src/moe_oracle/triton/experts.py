@@ -30,26 +30,51 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class _Plan:
-    """How a scheme maps onto the kernels' quantization codes (see ``gemm.py``)."""
+    """How a scheme maps onto the kernels' quantization codes (see ``gemm.py`` and ``dequant.py``)."""
 
     a_quant: int = 0
     b_quant: int = 0
     act_dtype: torch.dtype | None = None  # quantized activation dtype, None when unquantized
-    b_int4: bool = False
+    w_format: int = 0  # dequant.W_*: weights dequantized in registers (mixed input); 0: as stored
+    w_scale: int = 0  # dequant.S_*: group scales applied in the loop
+    w_scale_n_div: int = 1  # output rows sharing one scale row (128 for fp8 128x128 blocks)
     b_offset: float = 0.0
     group: int = 128
+    global_scale: bool = False  # nvfp4: per-expert global weight scale in the epilogue
     fuse_group_quant: bool = False  # GEMM1 writes fp8 per-128-column groups (fp8_block)
     fuse_static_quant: bool = False  # GEMM1 writes fp8 with the static a2 scale
+    served: str | None = None  # the scheme run when it is not the config's (higher activation precision)
 
 
-def _plan(config: MoEConfig) -> _Plan:
+def fp8_mma_supported(device: torch.device) -> bool:
+    """Whether fp8 activations can feed the MMA here: CUDA capability >= 8.9, ROCm gfx9/gfx12, and
+    the interpreter (CPU). Elsewhere fp8 checkpoints run weight-only (``served_scheme``)."""
+    if device.type != "cuda":
+        return True
+    if torch.version.hip:
+        from moe_oracle.triton.spec import FP8_ROCM_ARCHS
+
+        return torch.cuda.get_device_properties(device).gcnArchName.startswith(FP8_ROCM_ARCHS)
+    return torch.cuda.get_device_capability(device) >= (8, 9)
+
+
+def _plan(config: MoEConfig, *, fp8_mma: bool = True) -> _Plan:
+    from moe_oracle.triton import dequant as d
     from moe_oracle.triton import gemm as g
+    from moe_oracle.triton.spec import served_scheme
 
     s = config.scheme
     name = s.base_name
     if s.weight is None:
         return _Plan()
     fp8, i8 = torch.float8_e4m3fn, torch.int8
+    served = served_scheme(config, fp8_mma=fp8_mma)
+    if name.startswith("fp8") and not fp8_mma:  # fp8 weights decoded in registers, bf16/fp16 activations
+        if name == "fp8_block":
+            return _Plan(0, g.B_NONE, w_format=d.W_E4M3, w_scale=d.S_F32, w_scale_n_div=s.weight.granularity.shape[0],
+                         group=s.weight.granularity.shape[1], served=served)
+        return _Plan(0, g.B_TENSOR if name.startswith("fp8_tensor") else g.B_CHANNEL, w_format=d.W_E4M3,
+                     served=served)
     if name == "fp8_tensor":
         return _Plan(g.A_TENSOR, g.B_TENSOR, fp8)
     if name == "fp8_tensor_static":
@@ -62,11 +87,16 @@ def _plan(config: MoEConfig) -> _Plan:
         return _Plan(g.A_TOKEN, g.B_CHANNEL, i8)
     if name == "int8_w8a16":
         return _Plan(0, g.B_CHANNEL)
-    if name in ("int4_w4a16", "int8_w8a16_group"):
-        int4 = name == "int4_w4a16"
+    if name in ("int4_w4a16", "int8_w8a16_group", "w4a8_int8", "w4a8_fp8"):
+        int4 = name != "int8_w8a16_group"
         zp = not s.weight.symmetric
         offset = (0.0 if zp else -8.0) if int4 else (128.0 if zp else 0.0)
-        return _Plan(0, g.B_GROUP, b_int4=int4, b_offset=offset, group=s.group_size or 128)
+        return _Plan(0, g.B_NONE, w_format=d.W_INT4 if int4 else d.W_INT8, w_scale=d.S_F32, b_offset=offset,
+                     group=s.group_size or 128, served=served)
+    if name in ("mxfp4", "mxfp4_a8"):
+        return _Plan(0, g.B_NONE, w_format=d.W_E2M1, w_scale=d.S_E8M0, group=32, served=served)
+    if name == "nvfp4":
+        return _Plan(0, g.B_NONE, w_format=d.W_E2M1, w_scale=d.S_E4M3, group=16, global_scale=True, served=served)
     raise ValueError(f"scheme: the Triton experts do not run {s.name}")
 
 
@@ -82,7 +112,7 @@ class _TritonBase(ExpertsModular):
     def __init__(self, config: MoEConfig, quant_config: QuantConfig, weights: KernelWeights) -> None:
         weights.require(self.backend, "canonical")
         super().__init__(config, quant_config, weights)
-        self.plan = _plan(config)
+        self.plan = _plan(config, fp8_mma=fp8_mma_supported(weights.w13.device))
         from moe_oracle.triton.gemm import ACTIVATION_CODES
 
         self.activation = ACTIVATION_CODES[config.activation]
@@ -111,7 +141,7 @@ class _TritonBase(ExpertsModular):
         from moe_oracle.triton import gemm as g
 
         changes = {}
-        if self.plan.b_quant in (g.B_BLOCK, g.B_GROUP) and self.plan.group % cfg.block_k:
+        if self.plan.b_quant == g.B_BLOCK and self.plan.group % cfg.block_k:
             changes["block_k"] = min(cfg.block_k, self.plan.group)
         return type(cfg)(**{**cfg.to_dict(), **changes}) if changes else cfg
 
@@ -139,13 +169,14 @@ class _TritonBase(ExpertsModular):
         w, qc = self.weights, self.quant_config
         i = self.config.intermediate_size_per_partition
         h = self.config.hidden_size
-        a13_static = qc.a13.scale if self.config.scheme.activation is not None and \
+        a13_static = qc.a13.scale if p.act_dtype is not None and self.config.scheme.activation is not None and \
             self.config.scheme.activation.static else None
         a1, a1_scale = self._quantize(x, a13_static)
         # GEMM1 quantizes its own output when its tiles hold whole 128-column groups; narrower
         # tiles (more programs for small M) leave it to the group quantization kernel.
         fuse_group = p.fuse_group_quant and cfg.w13.block_n % p.group == 0
-        gemm = functools.partial(g.moe_gemm, b_quant=p.b_quant, b_int4=p.b_int4, b_offset=p.b_offset,
+        gemm = functools.partial(g.moe_gemm, b_quant=p.b_quant, w_format=p.w_format, w_scale=p.w_scale,
+                                 w_scale_n_div=p.w_scale_n_div, b_offset=p.b_offset,
                                  group_n=p.group, group_k=p.group, a_quant=p.a_quant)
         if fuse_group or p.fuse_static_quant:
             inter = torch.empty((1, rows_out, i), dtype=p.act_dtype, device=x.device)
@@ -168,6 +199,7 @@ class _TritonBase(ExpertsModular):
             a_row_div=a_row_div, gated=bool(self.config.is_gated), activation=self.activation,
             swiglu_alpha=self.swiglu_alpha, swiglu_limit=self.swiglu_limit, a_scale=a1_scale,
             b_scale=w.get("w13_scale"), b_zero_point=w.get("w13_zero_point"), bias=w.get("w13_bias"),
+            b_global_scale=w.get("w13_global_scale") if p.global_scale else None,
             topk_weights=topk_weights if on_input else None, weight_before_bias=True,
             out_quant=out_quant, out_scale=inter_scale, out_group=p.group)
         a2 = inter[0]
@@ -180,6 +212,7 @@ class _TritonBase(ExpertsModular):
         gemm(
             a2, w.w2, out, config=cfg.w2, n=h, routing=r2, expert_num_tokens=expert_num_tokens, a_row_div=1,
             a_scale=a2_scale, b_scale=w.get("w2_scale"), b_zero_point=w.get("w2_zero_point"),
+            b_global_scale=w.get("w2_global_scale") if p.global_scale else None,
             bias=w.get("w2_bias"), topk_weights=None if on_input else topk_weights, weight_before_bias=False)
         return out
 

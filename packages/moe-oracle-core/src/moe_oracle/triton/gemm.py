@@ -23,13 +23,14 @@ import triton.language as tl
 
 from moe_oracle.triton.align import AlignedRouting, DirectRouting
 from moe_oracle.triton.configs import TritonConfig
+from moe_oracle.triton.dequant import PACKED_FORMATS, S_NONE, W_STORED, load_weight_tile
 
 # Activation codes (constexpr).
 ACT_NONE, ACT_SILU, ACT_GELU, ACT_SWIGLUOAI, ACT_RELU2 = 0, 1, 2, 3, 4
 ACTIVATION_CODES = {"silu": ACT_SILU, "gelu": ACT_GELU, "swigluoai": ACT_SWIGLUOAI, "relu2": ACT_RELU2}
 # Operand quantization codes (constexpr). A: activations; B: weights.
 A_NONE, A_TENSOR, A_TOKEN, A_GROUP = 0, 1, 2, 3
-B_NONE, B_TENSOR, B_CHANNEL, B_BLOCK, B_GROUP = 0, 1, 2, 3, 4
+B_NONE, B_TENSOR, B_CHANNEL, B_BLOCK = 0, 1, 2, 3
 # Output quantization codes (constexpr): none, fp8 per token group (dynamic), fp8 static per tensor.
 OUT_NONE, OUT_FP8_GROUP, OUT_FP8_STATIC = 0, 1, 2
 FP8_MAX = tl.constexpr(448.0)
@@ -83,38 +84,12 @@ def _activate(g, u, GATED: tl.constexpr, ACTIVATION: tl.constexpr, SWIGLU_ALPHA:
     return y
 
 
-@triton.jit
-def _load_b(b_ptrs, k_mask, B_INT4: tl.constexpr, EVEN_K: tl.constexpr, shift):
-    """Weight tile [BLOCK_K, BLOCK_N] as stored, int4 nibbles unpacked to unsigned codes."""
-    if EVEN_K:  # noqa: SIM108  (constexpr branches compile to one load; keep them statements)
-        b = tl.load(b_ptrs)
-    else:
-        b = tl.load(b_ptrs, mask=k_mask[:, None], other=0.0)
-    if B_INT4:
-        b = (b >> shift[:, None]) & 0xF
-    return b
-
-
-@triton.jit
-def _dequant_group(b, s_ptrs, z_ptrs, HAS_ZP: tl.constexpr, B_OFFSET: tl.constexpr, dtype: tl.constexpr):
-    """Grouped weight-only dequantization of a [BLOCK_K, BLOCK_N] tile inside one group along K
-    (``s_ptrs``/``z_ptrs`` [1, BLOCK_N]): ``(b + B_OFFSET - zero_point) * scale`` (no zero point:
-    ``(b + B_OFFSET) * scale``), as ``quant/intn.py`` stores int4 codes (offset -8 when symmetric)
-    and int8 values (offset 128 with zero points)."""
-    s = tl.load(s_ptrs)
-    if HAS_ZP:  # noqa: SIM108  (constexpr branch)
-        w = (b.to(tl.float32) + B_OFFSET - tl.load(z_ptrs).to(tl.float32)) * s
-    else:
-        w = (b.to(tl.float32) + B_OFFSET) * s
-    return w.to(dtype)
-
-
 # Token counts vary per call: not specializing on them lets one compiled kernel serve every T.
 @triton.jit(do_not_specialize=["num_pairs", "max_tokens"])
 def _moe_gemm_kernel(
     # Pointers to matrices and their side tensors
     a_ptr, b_ptr, c_ptr,
-    a_scale_ptr, b_scale_ptr, b_zp_ptr, bias_ptr, topk_weights_ptr, c_scale_ptr,
+    a_scale_ptr, b_scale_ptr, b_zp_ptr, b_gscale_ptr, bias_ptr, topk_weights_ptr, c_scale_ptr,
     # Routing: aligned pair ids, expert of each block, padded length; batched: tokens per expert
     sorted_ids_ptr, block_expert_ptr, num_padded_ptr, expert_num_tokens_ptr, expert_map_ptr,
     # Matrix dimensions
@@ -128,7 +103,9 @@ def _moe_gemm_kernel(
     GATED: tl.constexpr, ACTIVATION: tl.constexpr,
     SWIGLU_ALPHA: tl.constexpr, SWIGLU_LIMIT: tl.constexpr,
     MUL_ROUTED_WEIGHT: tl.constexpr, WEIGHT_BEFORE_BIAS: tl.constexpr, HAS_BIAS: tl.constexpr,
-    A_QUANT: tl.constexpr, B_QUANT: tl.constexpr, B_INT4: tl.constexpr, HAS_ZP: tl.constexpr,
+    A_QUANT: tl.constexpr, B_QUANT: tl.constexpr, HAS_ZP: tl.constexpr,
+    W_FORMAT: tl.constexpr, W_SCALE: tl.constexpr, W_SCALE_N_DIV: tl.constexpr, W_GT: tl.constexpr, PACK: tl.constexpr,
+    HAS_GSCALE: tl.constexpr,
     B_OFFSET: tl.constexpr, INT_ACC: tl.constexpr, GROUP_K: tl.constexpr, GROUP_N: tl.constexpr,
     OUT_QUANT: tl.constexpr, OUT_GROUP: tl.constexpr, SPLIT_K: tl.constexpr, UPCAST: tl.constexpr,
     ROUND_FP8: tl.constexpr,
@@ -180,19 +157,23 @@ def _moe_gemm_kernel(
     offs_k = tl.arange(0, BLOCK_K)
     k_start = split * k_per_split
     a_ptrs = a_ptr + a_rows[:, None] * stride_am + (k_start + offs_k)[None, :] * stride_ak
-    if B_INT4:
-        b_k = (k_start + offs_k) // 2
-        shift = ((k_start + offs_k) % 2) * 4
+    if W_FORMAT != 0:
+        # Mixed input: [BLOCK_N, BLOCK_K / PACK] stored bytes (K contiguous), dequantized in registers.
+        offs_kb = tl.arange(0, BLOCK_K // PACK)
+        w_base = b_ptr + expert * stride_be + (k_start // PACK + offs_kb)[None, :] * stride_bk
+        w_ptrs = w_base + offs_bn[:, None] * stride_bn
+        offs_g = tl.arange(0, W_GT)
+        s_base = b_scale_ptr + expert * stride_bse + (offs_bn // W_SCALE_N_DIV)[:, None] * stride_bsn
+        z_base = b_zp_ptr + expert * stride_bze + offs_bn[:, None] * stride_bzn
+        if GATED:
+            wu_ptrs = w_base + (offs_bn + N)[:, None] * stride_bn
+            su_base = b_scale_ptr + expert * stride_bse + ((offs_bn + N) // W_SCALE_N_DIV)[:, None] * stride_bsn
+            zu_base = b_zp_ptr + expert * stride_bze + (offs_bn + N)[:, None] * stride_bzn
     else:
-        b_k = k_start + offs_k
-        shift = offs_k
-    b_base = b_ptr + expert * stride_be + b_k[:, None] * stride_bk
-    b_ptrs = b_base + offs_bn[None, :] * stride_bn
-    if GATED:
-        bu_ptrs = b_base + (offs_bn + N)[None, :] * stride_bn
-    if B_QUANT == 4:
-        s_base = b_scale_ptr + expert * stride_bse + offs_bn[None, :] * stride_bsn
-        z_base = b_zp_ptr + expert * stride_bze + offs_bn[None, :] * stride_bzn
+        b_base = b_ptr + expert * stride_be + (k_start + offs_k)[:, None] * stride_bk
+        b_ptrs = b_base + offs_bn[None, :] * stride_bn
+        if GATED:
+            bu_ptrs = b_base + (offs_bn + N)[None, :] * stride_bn
     if B_QUANT == 3:
         bs_ptrs = b_scale_ptr + expert * stride_bse + (offs_bn // GROUP_N) * stride_bsn
         if GATED:
@@ -213,13 +194,18 @@ def _moe_gemm_kernel(
             a = tl.load(a_ptrs, mask=row_mask[:, None], other=0.0)
         else:
             a = tl.load(a_ptrs, mask=row_mask[:, None] & k_mask[None, :], other=0.0)
-        b = _load_b(b_ptrs, k_mask, B_INT4, EVEN_K, shift)
-        if B_QUANT == 4:
-            # BLOCK_K divides GROUP_K: one scale (and zero point) per column in this tile
-            s_ptrs = s_base + (k0 // GROUP_K) * stride_bsk
-            z_ptrs = z_base + (k0 // GROUP_K) * stride_bzk
-            b = _dequant_group(b, s_ptrs, z_ptrs, HAS_ZP, B_OFFSET, a.dtype)
-        elif B_QUANT == 2 and A_QUANT == 0:  # int8 weights, unquantized activations
+        if W_FORMAT != 0:
+            kb_mask = offs_kb < (k_end - k0) // PACK
+            g_idx = k0 // GROUP_K + offs_g
+            g_mask = g_idx * GROUP_K < k_end
+            b = load_weight_tile(w_ptrs, s_base + g_idx[None, :] * stride_bsk, z_base + g_idx[None, :] * stride_bzk,
+                                 kb_mask, g_mask, W_FORMAT, W_SCALE, HAS_ZP, B_OFFSET, EVEN_K, BLOCK_N, BLOCK_K,
+                                 W_GT, a.dtype)
+        elif EVEN_K:
+            b = tl.load(b_ptrs)
+        else:
+            b = tl.load(b_ptrs, mask=k_mask[:, None], other=0.0)
+        if B_QUANT == 2 and A_QUANT == 0 and W_FORMAT == 0:  # int8 weights, unquantized activations
             b = b.to(a.dtype)
         if UPCAST:  # the interpreter multiplies bf16 bit patterns: compute in fp32 there
             a = a.to(tl.float32)
@@ -231,10 +217,18 @@ def _moe_gemm_kernel(
         else:
             acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
         if GATED:
-            bu = _load_b(bu_ptrs, k_mask, B_INT4, EVEN_K, shift)
-            if B_QUANT == 4:
-                bu = _dequant_group(bu, s_ptrs + N * stride_bsn, z_ptrs + N * stride_bzn, HAS_ZP, B_OFFSET, a.dtype)
-            elif B_QUANT == 2 and A_QUANT == 0:
+            if W_FORMAT != 0:
+                bu = load_weight_tile(wu_ptrs, su_base + g_idx[None, :] * stride_bsk,
+                                      zu_base + g_idx[None, :] * stride_bzk, kb_mask, g_mask, W_FORMAT, W_SCALE,
+                                      HAS_ZP, B_OFFSET, EVEN_K, BLOCK_N, BLOCK_K, W_GT, a.dtype)
+                wu_ptrs += (BLOCK_K // PACK) * stride_bk
+            else:
+                if EVEN_K:  # noqa: SIM108  (constexpr branch)
+                    bu = tl.load(bu_ptrs)
+                else:
+                    bu = tl.load(bu_ptrs, mask=k_mask[:, None], other=0.0)
+                bu_ptrs += BLOCK_K * stride_bk
+            if B_QUANT == 2 and A_QUANT == 0 and W_FORMAT == 0:
                 bu = bu.to(a.dtype)
             if UPCAST:
                 bu = bu.to(tl.float32)
@@ -243,9 +237,11 @@ def _moe_gemm_kernel(
                 acc_u += tl.dot(a, bu, input_precision=DOT_PRECISION) * a_s[:, None] * bu_s[None, :]
             else:
                 acc_u = tl.dot(a, bu, acc_u, input_precision=DOT_PRECISION, out_dtype=acc_u.dtype)
-            bu_ptrs += BLOCK_K // (1 + B_INT4) * stride_bk
         a_ptrs += BLOCK_K * stride_ak
-        b_ptrs += BLOCK_K // (1 + B_INT4) * stride_bk
+        if W_FORMAT != 0:
+            w_ptrs += (BLOCK_K // PACK) * stride_bk
+        else:
+            b_ptrs += BLOCK_K * stride_bk
 
     # Epilogue: dequantization scales, router weight, bias, activation, output quantization.
     acc = acc.to(tl.float32)
@@ -268,6 +264,10 @@ def _moe_gemm_kernel(
         if GATED:
             bu_s = tl.load(b_scale_ptr + expert * stride_bse + (offs_bn + N) * stride_bsn)
             acc_u = acc_u * bu_s[None, :]
+    if HAS_GSCALE:  # nvfp4: the per-expert global scale of the weights
+        g_s = tl.load(b_gscale_ptr + expert)
+        acc = acc * g_s
+        acc_u = acc_u * g_s
     if MUL_ROUTED_WEIGHT:
         w = tl.load(topk_weights_ptr + rows, mask=row_mask, other=0.0)
     if MUL_ROUTED_WEIGHT and WEIGHT_BEFORE_BIAS:
@@ -366,7 +366,10 @@ def moe_gemm(
     b_quant: int = B_NONE,
     b_scale: torch.Tensor | None = None,
     b_zero_point: torch.Tensor | None = None,
-    b_int4: bool = False,
+    w_format: int = W_STORED,
+    w_scale: int = S_NONE,
+    w_scale_n_div: int = 1,
+    b_global_scale: torch.Tensor | None = None,
     b_offset: float = 0.0,
     group_n: int = 128,
     group_k: int = 128,
@@ -383,7 +386,11 @@ def moe_gemm(
     ----------
     a : [rows, Kd] activations (compute dtype, fp8 or int8); row ``p // a_row_div`` feeds pair ``p``.
         Batched format: [E * max_tokens, Kd].
-    b : [E, N_b, Kd] weights (Kd/2 uint8 when ``b_int4``); N_b = 2*n when ``gated`` (gate rows first).
+    b : [E, N_b, Kd] weights (Kd/2 uint8 for the packed 4-bit ``w_format``s); N_b = 2*n when ``gated``
+        (gate rows first). With ``w_format`` (``dequant.py``) they are dequantized in registers: then
+        ``b_scale`` is per ``group_k`` along Kd when ``w_scale`` is set ([E, N_b / w_scale_n_div, Kd / group_k]:
+        group scales, or fp8 128x128 blocks with ``w_scale_n_div=128``), else per tensor / channel by
+        ``b_quant``; ``b_global_scale`` [E] float32 multiplies the output (nvfp4).
     c : [S, P, n] output (S = ``config.split_k``; fp32 when S > 1), rows in pair order, written in
         place; batched: [1, E * max_tokens, n].
     routing : the alignment of the pairs, or direct pairs (standard format); or ``expert_num_tokens``
@@ -416,17 +423,26 @@ def moe_gemm(
     k_per_split = triton.cdiv(triton.cdiv(kd, split), bk) * bk
     if out_quant == OUT_FP8_GROUP and bn % out_group:
         raise ValueError(f"config.block_n: the fused fp8 group quantization needs a multiple of {out_group}, got {bn}")
-    if b_quant in (B_BLOCK, B_GROUP) and group_k % bk:
+    if (b_quant == B_BLOCK or (w_scale != S_NONE and bk <= group_k)) and group_k % bk:
         raise ValueError(f"config.block_k: block- and group-scaled weights need a divisor of {group_k}, got {bk}")
+    if w_format != W_STORED and bk > group_k and w_scale != S_NONE and bk % group_k:
+        raise ValueError(f"config.block_k: a tile of several weight groups needs a multiple of {group_k}, got {bk}")
+    pack = 2 if w_format in PACKED_FORMATS else 1
+    if b.dtype == torch.float8_e4m3fn and w_format != W_STORED:  # decoded from its bits (no fp8 hardware needed)
+        b = b.view(torch.uint8)
+    if b_scale is not None and b_scale.dtype == torch.float8_e4m3fn:
+        b_scale = b_scale.view(torch.uint8)
     dummy = c
     a_s = a_scale if a_scale is not None else dummy
     b_s = b_scale if b_scale is not None else dummy
     b_z = b_zero_point if b_zero_point is not None else dummy
+    scale_code = b_quant if w_scale == S_NONE else B_BLOCK  # any code that indexes a 3-D scale
     interpreted = a.device.type == "cpu"
     grid = (num_m * triton.cdiv(n, bn), split)
     _moe_gemm_kernel[grid](
         a, b, c,
-        a_s, b_s, b_z, bias if bias is not None else dummy, topk_weights if topk_weights is not None else dummy,
+        a_s, b_s, b_z, b_global_scale if b_global_scale is not None else dummy, bias if bias is not None else dummy,
+        topk_weights if topk_weights is not None else dummy,
         out_scale if out_scale is not None else dummy,
         routing.sorted_ids if isinstance(routing, AlignedRouting) else dummy,
         routing.topk_ids if isinstance(routing, DirectRouting) else routing.block_expert if routing is not None else dummy,
@@ -436,14 +452,16 @@ def moe_gemm(
         n, kd, num_pairs, max_tokens, k_per_split,
         a.stride(0), a.stride(1), b.stride(0), b.stride(1), b.stride(2), c.stride(0), c.stride(1), c.stride(2),
         *_strides2(a_s, a_quant in (A_TOKEN, A_GROUP)),
-        *_strides3(b_s, b_quant), *_strides3(b_z, b_quant if b_zero_point is not None else B_NONE),
+        *_strides3(b_s, scale_code), *_strides3(b_z, scale_code if b_zero_point is not None else B_NONE),
         *((bias.stride(0), bias.stride(1)) if bias is not None else (0, 0)),
         *_strides2(out_scale, out_quant == OUT_FP8_GROUP),
         A_ROW_DIV=a_row_div, BATCHED=routing is None, DIRECT=direct,
         HAS_MAP=expert_map is not None, GATED=gated, ACTIVATION=activation,
         SWIGLU_ALPHA=float(swiglu_alpha), SWIGLU_LIMIT=float(swiglu_limit),
         MUL_ROUTED_WEIGHT=topk_weights is not None, WEIGHT_BEFORE_BIAS=weight_before_bias,
-        HAS_BIAS=bias is not None, A_QUANT=a_quant, B_QUANT=b_quant, B_INT4=b_int4,
+        HAS_BIAS=bias is not None, A_QUANT=a_quant, B_QUANT=b_quant,
+        W_FORMAT=w_format, W_SCALE=w_scale, W_SCALE_N_DIV=w_scale_n_div,
+        W_GT=max(1, bk // group_k) if w_scale != S_NONE else 1, PACK=pack, HAS_GSCALE=b_global_scale is not None,
         HAS_ZP=b_zero_point is not None, B_OFFSET=float(b_offset),
         INT_ACC=a.dtype == torch.int8, GROUP_K=group_k, GROUP_N=group_n,
         OUT_QUANT=out_quant, OUT_GROUP=out_group, SPLIT_K=split,

@@ -159,10 +159,19 @@ def random_experts(config: MoEConfig, *, seed: int = 0) -> Any:
             q = quantize_weights(config.scheme, w)
             assert q.scale is not None  # every weight scheme has scales
             parts.setdefault("data", []).append(q.data)
-            parts.setdefault("scale", []).append(q.scale)
+            for field in ("scale", "zero_point", "global_scale"):
+                if getattr(q, field) is not None:
+                    parts.setdefault(field, []).append(getattr(q, field))
         tensors[name] = torch.cat(parts["data"])
-        if "scale" in parts:
-            tensors[f"{name}_scale"] = torch.cat(parts["scale"])
+        for field in ("scale", "zero_point", "global_scale"):
+            if field in parts:
+                tensors[f"{name}_{field}"] = torch.cat(parts[field])
+    if config.has_bias:
+        tensors["w13_bias"] = torch.randn(e, config.w13_rows, device="cuda").to(config.dtype) * 0.5
+        tensors["w2_bias"] = torch.randn(e, h, device="cuda").to(config.dtype) * 0.5
+    act = config.scheme.activation
+    if act is not None and (act.static or act.global_scale):  # unit scales: timing only
+        tensors["a13_scale"] = tensors["a2_scale"] = torch.ones((), device="cuda")
     kw = canonical_kernel_weights(CanonicalWeights(**tensors), config, backend="triton")
     return TritonExperts(config, oracle_for(config).make_quant_config(config, kw), kw)
 
