@@ -52,7 +52,7 @@ from moe_oracle.kernel.weights import CanonicalWeights, canonical_kernel_weights
 from moe_oracle.oracle.schemes import oracle_for
 from moe_oracle.router import route
 from moe_oracle.testing import compare
-from moe_oracle_cpu.grouped import native
+from moe_oracle_cpu.cpu_grouped import native
 
 # name: (moe_oracle preset, overrides). Mixtral keeps its real H and I with 4 of its 8 experts
 # (1.41 GB of bf16 weights instead of 2.82 GB) so that four copies (canonical, oneDNN-packed,

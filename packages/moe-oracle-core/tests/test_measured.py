@@ -288,7 +288,7 @@ def test_cpu_backends_and_cpu_grouped_builds_are_measured(monkeypatch: pytest.Mo
     sel = moe_oracle.tune(config, HERE, buckets=(4,), timer=timer)
     labels = {t.label for t in sel.plan[0].timings}
     assert "reference" not in labels
-    from moe_oracle_cpu.grouped import native
+    from moe_oracle_cpu.cpu_grouped import native
 
     if native.choose_build(config, HERE.features)[0] and not native.load_error(native.choose_build(config, HERE.features)[0]):
         assert {"cpu_grouped", "cpu_grouped[native=off]"} <= labels
@@ -299,7 +299,7 @@ def test_cpu_backends_and_cpu_grouped_builds_are_measured(monkeypatch: pytest.Mo
 
 def test_a_layout_variant_can_be_the_primary() -> None:
     """cpu_grouped with its native kernels off measured fastest: the weights are converted that way."""
-    from moe_oracle_cpu.grouped import native
+    from moe_oracle_cpu.cpu_grouped import native
 
     config = moe_oracle.MoEConfig(num_experts=4, top_k=2, hidden_size=64, intermediate_size=64)
     build = native.choose_build(config, HERE.features)[0]

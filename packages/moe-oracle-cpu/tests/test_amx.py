@@ -12,10 +12,10 @@ import torch
 
 from moe_oracle import ConfigError, MoEConfig, Platform, WeightError, registry
 from moe_oracle.testing import oracle_for, random_weights
-from moe_oracle_cpu.amx import experts as amx_experts
-from moe_oracle_cpu.amx.converter import convert, pack_vnni, to_canonical, unpack_vnni
-from moe_oracle_cpu.amx.experts import AmxExperts
-from moe_oracle_cpu.amx.kernel import run_fused_experts
+from moe_oracle_cpu.cpu_amx import experts as amx_experts
+from moe_oracle_cpu.cpu_amx.converter import convert, pack_vnni, to_canonical, unpack_vnni
+from moe_oracle_cpu.cpu_amx.experts import AmxExperts
+from moe_oracle_cpu.cpu_amx.kernel import run_fused_experts
 
 CONFIG = MoEConfig(num_experts=4, top_k=2, hidden_size=128, intermediate_size=96)
 

@@ -12,10 +12,10 @@ import torch
 import moe_oracle.plugin
 from moe_oracle import InputError, MoEConfig, Platform, WeightError
 from moe_oracle.testing import canonical_kernel_weights, oracle_for, random_weights
-from moe_oracle_cpu.grouped import converter as converter_module
-from moe_oracle_cpu.grouped import native
-from moe_oracle_cpu.grouped.converter import NATIVE_LAYOUT, PACKED_LAYOUT, convert, to_canonical
-from moe_oracle_cpu.grouped.experts import GroupedExperts
+from moe_oracle_cpu.cpu_grouped import converter as converter_module
+from moe_oracle_cpu.cpu_grouped import native
+from moe_oracle_cpu.cpu_grouped.converter import NATIVE_LAYOUT, PACKED_LAYOUT, convert, to_canonical
+from moe_oracle_cpu.cpu_grouped.experts import GroupedExperts
 
 FEATURES = Platform.detect().features
 # An AVX2-only AMD Zen 3 as Platform.detect() sees it: no AVX-512, no oneDNN bf16 GEMMs.
@@ -131,7 +131,7 @@ def test_bf16_on_an_avx2_cpu_without_native_kernels_computes_in_fp32(monkeypatch
     """On a CPU without oneDNN bf16 GEMMs (AVX2 only) the oneDNN bf16 reorder would raise: the weights
     stay canonical and the tiles path computes in fp32 (bf16 torch.mm runs at 0.9 GFLOP/s there)."""
     from moe_oracle.testing import assert_close, reference_moe
-    from moe_oracle_cpu.grouped import experts as experts_module
+    from moe_oracle_cpu.cpu_grouped import experts as experts_module
 
     monkeypatch.setenv(native.ENV_SWITCH, "0")
     monkeypatch.setattr(converter_module, "cpu_features", lambda: ZEN3)
@@ -236,7 +236,7 @@ def test_amx_cpus_send_many_rows_per_expert_to_torch(monkeypatch: pytest.MonkeyP
     """With AMX (simulated here), from AMX_TORCH_ROWS rows per expert the layer runs torch.mm on the
     canonical weights (oneDNN's AMX path) instead of the native kernels; both match the reference."""
     from moe_oracle.testing import assert_close, reference_moe
-    from moe_oracle_cpu.grouped import experts as experts_module
+    from moe_oracle_cpu.cpu_grouped import experts as experts_module
 
     config = MoEConfig(**BASE)
     if native.choose_build(config, FEATURES)[0] != "avx512" or native.load_error("avx512"):

@@ -16,8 +16,8 @@ import torch
 
 from moe_oracle import ConfigError, MoEConfig, Platform
 from moe_oracle.testing import random_weights
-from moe_oracle_cpu.grouped import native
-from moe_oracle_cpu.grouped.converter import PACKED_LAYOUT, _warn_once, convert
+from moe_oracle_cpu.cpu_grouped import native
+from moe_oracle_cpu.cpu_grouped.converter import PACKED_LAYOUT, _warn_once, convert
 
 FEATURES = Platform.detect().features
 

@@ -17,8 +17,8 @@ import torch
 
 from moe_oracle import MoEConfig, Platform
 from moe_oracle.testing import random_weights
-from moe_oracle_cpu.grouped import native
-from moe_oracle_cpu.grouped.panels import pack_quantized
+from moe_oracle_cpu.cpu_grouped import native
+from moe_oracle_cpu.cpu_grouped.panels import pack_quantized
 
 HERE = Path(__file__).parent
 CROSS, QEMU = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64")

@@ -21,8 +21,8 @@ import torch
 from moe_oracle import MoEConfig, ParallelConfig, Platform, registry
 from moe_oracle.plugin import SCHEME_NAMES
 from moe_oracle.testing import assert_close, random_weights, reference_moe
-from moe_oracle_cpu.grouped import native
-from moe_oracle_cpu.grouped.converter import NATIVE_LAYOUT
+from moe_oracle_cpu.cpu_grouped import native
+from moe_oracle_cpu.cpu_grouped.converter import NATIVE_LAYOUT
 
 FEATURES = Platform.detect().features
 ISAS = tuple(f"cpu_grouped:{isa}" for isa in native.ISAS

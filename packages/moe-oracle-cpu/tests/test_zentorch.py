@@ -12,8 +12,8 @@ import torch
 
 from moe_oracle import MoEConfig, ParallelConfig, Platform, WeightError, registry
 from moe_oracle.testing import assert_close, canonical_kernel_weights, oracle_for, random_weights, reference_moe
-from moe_oracle_cpu.zen.converter import convert, to_canonical
-from moe_oracle_cpu.zen.experts import ZentorchExperts
+from moe_oracle_cpu.cpu_zentorch.converter import convert, to_canonical
+from moe_oracle_cpu.cpu_zentorch.experts import ZentorchExperts
 
 BASE: dict[str, Any] = {"num_experts": 8, "top_k": 2, "hidden_size": 128, "intermediate_size": 64}
 AMD = Platform.simulate("cpu", features=("amd", "avx512", "avx512_bf16"), libraries={"zentorch": "2.13.0.1", "torch": "2.13.0"})

@@ -8,8 +8,8 @@ import torch
 from moe_oracle import MoEConfig
 from moe_oracle.plugin import CanonicalWeights, WeightError
 from moe_oracle.testing import random_weights
-from moe_oracle_xpu.ipex import converter as ipex_converter
 from moe_oracle_xpu.xpu.converter import convert, to_canonical
+from moe_oracle_xpu.xpu_ipex import converter as ipex_converter
 
 
 def _raw(t: torch.Tensor) -> torch.Tensor:

@@ -7,8 +7,8 @@ import torch
 
 from moe_oracle import MoEConfig, ParallelConfig, Platform, RoutingConfig
 from moe_oracle.plugin import release
-from moe_oracle_xpu.ipex.spec import XPU_IPEX_SPEC, torch_version
 from moe_oracle_xpu.xpu.spec import XPU_SCHEMES, XPU_SPEC
+from moe_oracle_xpu.xpu_ipex.spec import XPU_IPEX_SPEC, torch_version
 
 XPU = Platform.simulate("xpu", libraries={"vllm_xpu_kernels": "0.1.16"})
 IPEX = Platform.simulate("xpu", libraries={"intel_extension_for_pytorch": "2.8.10+xpu", "torch": "2.8.0"})

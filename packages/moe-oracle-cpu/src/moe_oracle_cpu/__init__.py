@@ -21,12 +21,12 @@ from moe_oracle_cpu.version import __version__
 
 def backends() -> list[BackendSpec | PriorityHint]:
     """Entry point of the ``moe_oracle.backends`` group: this package's specs and hints."""
-    from moe_oracle_cpu.amx.spec import AMX_SPEC
-    from moe_oracle_cpu.grouped.spec import GROUPED_SPEC
-    from moe_oracle_cpu.priority import cpu_hints
-    from moe_oracle_cpu.zen.spec import ZENTORCH_SPEC
+    from moe_oracle_cpu.cpu_amx.spec import AMX_SPEC
+    from moe_oracle_cpu.cpu_grouped.spec import GROUPED_SPEC
+    from moe_oracle_cpu.cpu_zentorch.spec import ZENTORCH_SPEC
+    from moe_oracle_cpu.priority import priority_hints
 
-    return [AMX_SPEC, ZENTORCH_SPEC, GROUPED_SPEC, *cpu_hints()]
+    return [AMX_SPEC, ZENTORCH_SPEC, GROUPED_SPEC, *priority_hints()]
 
 
 __all__ = ["__version__", "backends"]

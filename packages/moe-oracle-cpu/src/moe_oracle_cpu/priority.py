@@ -16,11 +16,11 @@ between them depends only on whether the native kernels run the config.
 from __future__ import annotations
 
 from moe_oracle.plugin import PriorityHint
-from moe_oracle_cpu.amx.spec import HAS_AMX_KERNEL
-from moe_oracle_cpu.grouped.spec import AVX512_KERNELS
+from moe_oracle_cpu.cpu_amx.spec import HAS_AMX_KERNEL
+from moe_oracle_cpu.cpu_grouped.spec import AVX512_KERNELS
 
 
-def cpu_hints() -> list[PriorityHint]:
+def priority_hints() -> list[PriorityHint]:
     return [
         PriorityHint(
             target="cpu_amx", before=("cpu_zentorch", "cpu_grouped"), when=HAS_AMX_KERNEL,

@@ -14,8 +14,9 @@ from moe_oracle_rocm.version import __version__
 def backends() -> list[BackendSpec | PriorityHint]:
     """Entry point of the ``moe_oracle.backends`` group: this package's specs and hints."""
     from moe_oracle_rocm.aiter.spec import AITER_SPEC
+    from moe_oracle_rocm.priority import priority_hints
 
-    return [AITER_SPEC]
+    return [AITER_SPEC, *priority_hints()]
 
 
 __all__ = ["__version__", "backends"]

@@ -13,10 +13,11 @@ from moe_oracle_xpu.version import __version__
 
 def backends() -> list[BackendSpec | PriorityHint]:
     """Entry point of the ``moe_oracle.backends`` group: this package's specs and hints."""
-    from moe_oracle_xpu.ipex.spec import XPU_IPEX_SPEC
+    from moe_oracle_xpu.priority import priority_hints
     from moe_oracle_xpu.xpu.spec import XPU_SPEC
+    from moe_oracle_xpu.xpu_ipex.spec import XPU_IPEX_SPEC
 
-    return [XPU_SPEC, XPU_IPEX_SPEC]
+    return [XPU_SPEC, XPU_IPEX_SPEC, *priority_hints()]
 
 
 __all__ = ["__version__", "backends"]

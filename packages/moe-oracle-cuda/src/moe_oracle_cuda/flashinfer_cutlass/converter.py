@@ -40,6 +40,7 @@ import torch
 
 from moe_oracle.plugin import CanonicalWeights, KernelWeights, MoEConfig
 from moe_oracle_cuda.activation import swiglu_tensors
+from moe_oracle_cuda.flashinfer_cutlass.spec import BACKEND
 from moe_oracle_cuda.layouts import (
     sm90_deinterleave_fp4,
     sm90_deinterleave_scales,
@@ -51,7 +52,6 @@ from moe_oracle_cuda.layouts import (
 )
 from moe_oracle_cuda.padding import Sizes, pad_canonical, unpad_canonical
 
-BACKEND = "flashinfer_cutlass"
 Tensors = dict[str, torch.Tensor]
 # (hidden multiple, intermediate multiple) the converter pads to, per scheme.
 ALIGNMENT = {

@@ -23,6 +23,8 @@ from moe_oracle.plugin import (
 from moe_oracle_cuda.checks import FLASHINFER_LIBRARY
 from moe_oracle_cuda.version import PLUGIN_API
 
+BACKEND = "flashinfer_cutlass"
+
 CUTLASS_RANK = 20
 ANY_ARCH = (SM90, SM10X, SM12X)
 CAPABILITIES = {
@@ -40,7 +42,7 @@ BIAS_SCHEMES = frozenset({"bf16", "fp16", "mxfp4", "mxfp4_a8", "nvfp4"})
 CLAMP_SCHEMES = frozenset({"bf16", "fp16", "fp8_tensor_static", "mxfp4", "mxfp4_a8", "nvfp4"})
 
 FLASHINFER_CUTLASS_SPEC = BackendSpec(
-    name="flashinfer_cutlass",
+    name=BACKEND,
     plugin_api=PLUGIN_API,
     experts="moe_oracle_cuda.flashinfer_cutlass.experts:FlashInferCutlassExperts",
     converter="moe_oracle_cuda.flashinfer_cutlass.converter:convert",

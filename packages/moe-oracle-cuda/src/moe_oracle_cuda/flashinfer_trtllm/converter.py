@@ -39,6 +39,7 @@ import torch
 
 from moe_oracle.plugin import CanonicalWeights, KernelWeights, MoEConfig
 from moe_oracle_cuda.activation import swiglu_tensors
+from moe_oracle_cuda.flashinfer_trtllm.spec import BACKEND
 from moe_oracle_cuda.layouts import (
     from_block_major_k,
     gated_interleave_rows,
@@ -52,7 +53,6 @@ from moe_oracle_cuda.layouts import (
 )
 from moe_oracle_cuda.padding import Sizes, pad_canonical, unpad_canonical
 
-BACKEND = "flashinfer_trtllm"
 Tensors = dict[str, torch.Tensor]
 ALIGNMENT = {
     "bf16": (1, 128), "fp8_tensor_static": (1, 16), "fp8_block": (1, 1), "nvfp4": (1, 128),

@@ -27,6 +27,8 @@ from moe_oracle_cuda.checks import FLASHINFER_LIBRARY
 from moe_oracle_cuda.flashinfer_trtllm.routing import uses_routed_kernel
 from moe_oracle_cuda.version import PLUGIN_API
 
+BACKEND = "flashinfer_trtllm"
+
 if TYPE_CHECKING:
     from moe_oracle.plugin import MoEConfig, Platform
 
@@ -52,7 +54,7 @@ def _router(config: MoEConfig, platform: Platform) -> Support:
 
 
 FLASHINFER_TRTLLM_SPEC = BackendSpec(
-    name="flashinfer_trtllm",
+    name=BACKEND,
     plugin_api=PLUGIN_API,
     experts="moe_oracle_cuda.flashinfer_trtllm.experts:FlashInferTrtllmExperts",
     converter="moe_oracle_cuda.flashinfer_trtllm.converter:convert",

@@ -43,8 +43,8 @@ from moe_oracle_rocm.aiter.layout import (
     unshuffle_a16w4_scale,
     unshuffle_tiles,
 )
+from moe_oracle_rocm.aiter.spec import BACKEND
 
-BACKEND = "aiter"
 MXFP4_PAD = 256
 E8M0_ONE = 127
 FP4X2 = getattr(torch, "float4_e2m1fn_x2", torch.uint8)

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 from moe_oracle.plugin import GPT_OSS_SWIGLU_ALPHA, GPT_OSS_SWIGLU_LIMIT, BackendSpec, Check, Support, check, dtype_name
 from moe_oracle_rocm.version import PLUGIN_API
 
+BACKEND = "aiter"
+
 if TYPE_CHECKING:
     from moe_oracle.plugin import MoEConfig, Platform
 
@@ -122,7 +124,7 @@ CHECKS = (
 )
 
 AITER_SPEC = BackendSpec(
-    name="aiter",
+    name=BACKEND,
     plugin_api=PLUGIN_API,
     experts="moe_oracle_rocm.aiter.experts:AiterExperts",
     converter="moe_oracle_rocm.aiter.converter:convert",

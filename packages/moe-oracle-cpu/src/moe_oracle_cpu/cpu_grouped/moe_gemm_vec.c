@@ -36,6 +36,7 @@
 #define CW (2 * VL)
 #define KB 64
 #define CH 48
+#define BF16_MR 5
 #define DIRECT_ROWS 2 /* up to this many rows per expert, weights are widened in registers (direct_row) */
 #define PANEL_COST 8.0
 #include "moe_common.h"
@@ -213,6 +214,51 @@ INLINE void tile(float* h, const float* const* xr, const float* w, int c0, int k
     for (int j = 0; j < vecs; j++) storev(h + m * NB + c0 + j * VL, acc[m][j]);
 }
 
+/* bf16 weights straight from their pair layout: per k pair, one load of VL words per vector gives the
+ * even-k and odd-k weights (shift / mask), so no widened block is written and read back. Up to BF16_MR
+ * rows x 2 vectors: 2 BF16_MR accumulators, 4 weight vectors and a broadcast fit AVX2's 16 registers. */
+INLINE void tile_bf16(float* h, const float* const* xr, const uint32_t* words, int c0, int kn, int first,
+                      const int rows) {
+  vf acc[BF16_MR][2];
+#pragma GCC unroll 5
+  for (int m = 0; m < rows; m++) {
+    acc[m][0] = first ? splat(0) : loadv(h + m * NB + c0);
+    acc[m][1] = first ? splat(0) : loadv(h + m * NB + c0 + VL);
+  }
+  for (int k = 0; k < kn; k += 2) {
+    const uint32_t* wk = words + (size_t)(k >> 1) * NB + c0;
+    vu u0, u1;
+    memcpy(&u0, wk, sizeof u0);
+    memcpy(&u1, wk + VL, sizeof u1);
+    vf e0 = (vf)(u0 << 16), o0 = (vf)(u0 & 0xffff0000u), e1 = (vf)(u1 << 16), o1 = (vf)(u1 & 0xffff0000u);
+#pragma GCC unroll 5
+    for (int m = 0; m < rows; m++) {
+      vf xe = splat(xr[m][k]), xo = splat(xr[m][k + 1]);
+      acc[m][0] += xe * e0;
+      acc[m][1] += xe * e1;
+      acc[m][0] += xo * o0;
+      acc[m][1] += xo * o1;
+    }
+  }
+#pragma GCC unroll 5
+  for (int m = 0; m < rows; m++) {
+    storev(h + m * NB + c0, acc[m][0]);
+    storev(h + m * NB + c0 + VL, acc[m][1]);
+  }
+}
+
+INLINE void tile_rows_bf16(float* h, const float* const* xr, const uint32_t* words, int kn, int first, int n) {
+  for (int c0 = 0; c0 < NB; c0 += CW) {
+    switch (n) {
+      case 1: tile_bf16(h, xr, words, c0, kn, first, 1); break;
+      case 2: tile_bf16(h, xr, words, c0, kn, first, 2); break;
+      case 3: tile_bf16(h, xr, words, c0, kn, first, 3); break;
+      case 4: tile_bf16(h, xr, words, c0, kn, first, 4); break;
+      default: tile_bf16(h, xr, words, c0, kn, first, 5); break;
+    }
+  }
+}
+
 /* One tile of n rows over all 64 columns: a single row takes every column at once (enough independent
  * accumulators to hide the FMA latency at decode), two rows half of them, more rows two vectors. */
 INLINE void tile_rows(float* h, const float* const* xr, const float* w, int kn, int first, int n) {
@@ -251,6 +297,12 @@ static void panel_rows(const float* x, long ldx, const int64_t* rows_in, const w
       for (int m = 0; m < rows; m++) xr[m] = x + (rows_in ? rows_in[r0 + m] : r0 + m) * ldx + k0;
       if (rows <= DIRECT_ROWS) {
         for (int m = 0; m < rows; m++) direct_row(h + m * NB, xr[m], W, p, k0, kn, k0 == 0);
+        continue;
+      }
+      if (W->format == FMT_BF16) {
+        const uint32_t* words = (const uint32_t*)p.codes + (size_t)(k0 >> 1) * NB;
+        for (int t = 0; t < rows; t += BF16_MR)
+          tile_rows_bf16(h + t * NB, xr + t, words, kn, k0 == 0, rows - t < BF16_MR ? rows - t : BF16_MR);
         continue;
       }
       const float* w = widen(W, p, k0, kn, wb);

@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 
 from moe_oracle.plugin import ExpertsMonolithic, InputError, KernelWeights, MoEConfig, QuantConfig, load_library
-from moe_oracle_xpu.ipex.converter import BACKEND, LAYOUT
+from moe_oracle_xpu.xpu_ipex.converter import BACKEND, LAYOUT
 
 
 def load_ipex() -> ModuleType:

@@ -13,9 +13,9 @@ import torch
 
 from moe_oracle.plugin import ConfigError, ExpertsModular, KernelWeights, MoEConfig, QuantConfig
 from moe_oracle_cpu._inputs import check_inputs
-from moe_oracle_cpu.amx.converter import LAYOUT
-from moe_oracle_cpu.amx.kernel import find_op, run_fused_experts
-from moe_oracle_cpu.amx.spec import BACKEND
+from moe_oracle_cpu.cpu_amx.converter import LAYOUT
+from moe_oracle_cpu.cpu_amx.kernel import find_op, run_fused_experts
+from moe_oracle_cpu.cpu_amx.spec import BACKEND
 
 
 class AmxExperts(ExpertsModular):

@@ -25,7 +25,7 @@ GROUPED_RANK = 30
 def _gemm_path(config: MoEConfig, platform: Platform) -> Support:
     """Always serves; the note says which GEMMs run the config here and, where a faster path is not
     taken, the CPU feature (or switch, or build error) that rules it out."""
-    from moe_oracle_cpu.grouped import native  # imports torch
+    from moe_oracle_cpu.cpu_grouped import native  # imports torch
 
     build, why_not = native.choose_build(config, platform.features)
     if build and not platform.simulated and (error := native.load_error(build)):
@@ -51,7 +51,7 @@ def _compute(config: MoEConfig, platform: Platform) -> str:
 
 def _avx512_kernels_run(config: MoEConfig, platform: Platform) -> bool:
     """The hand-written AVX-512 build runs the config (the one measured against zentorch)."""
-    from moe_oracle_cpu.grouped import native  # imports torch
+    from moe_oracle_cpu.cpu_grouped import native  # imports torch
 
     build, _ = native.choose_build(config, platform.features)
     return build == "avx512" and (platform.simulated or not native.load_error(build))
@@ -61,8 +61,8 @@ AVX512_KERNELS = Condition("cpu_grouped's AVX-512 kernels run this config on thi
 
 GROUPED_SPEC = BackendSpec(
     name=BACKEND,
-    experts="moe_oracle_cpu.grouped.experts:GroupedExperts",
-    converter="moe_oracle_cpu.grouped.converter:convert",
+    experts="moe_oracle_cpu.cpu_grouped.experts:GroupedExperts",
+    converter="moe_oracle_cpu.cpu_grouped.converter:convert",
     vendors=frozenset({"cpu"}),
     plugin_api=PLUGIN_API,
     schemes=frozenset(SCHEME_NAMES),
@@ -73,7 +73,7 @@ GROUPED_SPEC = BackendSpec(
                                "per-expert dequantization, several times faster than the float32 reference"),),
     checks=(Check("its GEMM path on this CPU", _gemm_path),),
     environment=("MOE_ORACLE_CPU_NATIVE",),
-    tuning="moe_oracle_cpu.grouped.tuning:TUNING",
+    tuning="moe_oracle_cpu.cpu_grouped.tuning:TUNING",
     description=("tokens sorted by expert once; one native C call per projection over every expert (AVX-512, "
                  "AVX2 or portable C; silu fused, top-k sum in its epilogue; quantized weights dequantized per "
                  "panel block), else oneDNN-packed or per-expert torch GEMMs"),

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from moe_oracle.plugin import MoEConfig, QuantKey, decode_e8m0, interleave_gate_up
-from moe_oracle_cpu.grouped import native
+from moe_oracle_cpu.cpu_grouped import native
 
 # Canonical weight dtype name -> the kernels' code format.
 _FORMATS = {"int8": native.FMT_I8, "fp8_e4m3": native.FMT_E4M3, "int4": native.FMT_U4, "fp4_e2m1": native.FMT_E2M1}

@@ -58,8 +58,8 @@ def _two_experts(config: MoEConfig, platform: Platform) -> Support:
 
 ZENTORCH_SPEC = BackendSpec(
     name=BACKEND,
-    experts="moe_oracle_cpu.zen.experts:ZentorchExperts",
-    converter="moe_oracle_cpu.zen.converter:convert",
+    experts="moe_oracle_cpu.cpu_zentorch.experts:ZentorchExperts",
+    converter="moe_oracle_cpu.cpu_zentorch.converter:convert",
     vendors=frozenset({"cpu"}),
     plugin_api=PLUGIN_API,
     schemes=frozenset({"bf16", "fp32"}),

@@ -44,3 +44,8 @@ CUDA_RULES: tuple[PriorityHint, ...] = (
         target="triton", before=("flashinfer_cutlass",), when=CUDA & MXFP4_FAMILY & GPT_OSS,
         reason="gpt-oss mxfp4: TRTLLM first, then a Triton mxfp4 kernel, then CUTLASS (vLLM's gpt-oss order)"),
 )
+
+
+def priority_hints() -> list[PriorityHint]:
+    """This package's hints, for its ``moe_oracle.backends`` entry point."""
+    return list(CUDA_RULES)

@@ -19,7 +19,7 @@ NATIVE_KEY = "native"
 
 class GroupedTuning(Tuning):
     def variants(self, config: MoEConfig, platform: Platform) -> list[dict[str, Any]]:
-        from moe_oracle_cpu.grouped import native
+        from moe_oracle_cpu.cpu_grouped import native
 
         build, _ = native.choose_build(config, platform.features)
         if not build or native.disabled():
@@ -31,7 +31,7 @@ class GroupedTuning(Tuning):
         return {NATIVE_KEY: kc[NATIVE_KEY]} if NATIVE_KEY in kc else {}
 
     def convert(self, convert: Callable[[], KernelWeights], variant: KernelConfig) -> KernelWeights:
-        from moe_oracle_cpu.grouped import native
+        from moe_oracle_cpu.cpu_grouped import native
 
         with native.switch_override(variant.get(NATIVE_KEY)):
             return convert()

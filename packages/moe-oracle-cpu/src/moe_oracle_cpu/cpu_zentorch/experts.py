@@ -19,7 +19,7 @@ import torch
 
 from moe_oracle.plugin import ExpertsModular, KernelWeights, MoEConfig, QuantConfig, load_library
 from moe_oracle_cpu._inputs import check_inputs
-from moe_oracle_cpu.zen.spec import BACKEND
+from moe_oracle_cpu.cpu_zentorch.spec import BACKEND
 
 
 class ZentorchExperts(ExpertsModular):

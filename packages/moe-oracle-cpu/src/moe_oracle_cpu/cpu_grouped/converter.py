@@ -37,9 +37,9 @@ import logging
 import torch
 
 from moe_oracle.plugin import CanonicalWeights, KernelWeights, MoEConfig, Platform
-from moe_oracle_cpu.grouped import native
-from moe_oracle_cpu.grouped.panels import pack_quantized
-from moe_oracle_cpu.grouped.spec import BACKEND
+from moe_oracle_cpu.cpu_grouped import native
+from moe_oracle_cpu.cpu_grouped.panels import pack_quantized
+from moe_oracle_cpu.cpu_grouped.spec import BACKEND
 
 NATIVE_LAYOUT = "canonical+native_panels"
 PACKED_LAYOUT = "canonical+onednn_packed"

@@ -11,7 +11,7 @@ converter interleaves w13 and its bias (checked against the reference on this ma
 from __future__ import annotations
 
 from moe_oracle.plugin import CanonicalWeights, KernelWeights, MoEConfig, deinterleave_gate_up, interleave_gate_up
-from moe_oracle_cpu.zen.spec import BACKEND
+from moe_oracle_cpu.cpu_zentorch.spec import BACKEND
 
 
 def convert(weights: CanonicalWeights, config: MoEConfig) -> KernelWeights:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from moe_oracle.plugin import CanonicalWeights, KernelWeights, MoEConfig, WeightError
-from moe_oracle_cpu.amx.spec import BACKEND, TILE_K, TILE_N
+from moe_oracle_cpu.cpu_amx.spec import BACKEND, TILE_K, TILE_N
 
 LAYOUT = "vnni2_block32"
 BLOCK_N = 2 * TILE_N                                                          # rows per block

@@ -45,9 +45,9 @@ from moe_oracle_cpu._activation import activate_
 from moe_oracle_cpu._inputs import check_inputs
 from moe_oracle_cpu._routing import ExpertRows, sort_by_expert
 from moe_oracle_cpu._weights import ExpertWeights, bias_in, compute_dtype
-from moe_oracle_cpu.grouped import native
-from moe_oracle_cpu.grouped.converter import PACKED_LAYOUT, POST_OPS, cpu_features, layout_build
-from moe_oracle_cpu.grouped.spec import BACKEND
+from moe_oracle_cpu.cpu_grouped import native
+from moe_oracle_cpu.cpu_grouped.converter import PACKED_LAYOUT, POST_OPS, cpu_features, layout_build
+from moe_oracle_cpu.cpu_grouped.spec import BACKEND
 
 # On a CPU with AMX, bf16 layers with at least this many rows per expert (T * top_k / E_l) run torch.mm
 # on the canonical weights, which oneDNN runs on AMX tiles, instead of the AVX-512 kernels. Measured on
@@ -79,7 +79,7 @@ class GroupedExperts(ExpertsModular):
         if self.build:
             native.load(self.build)  # built by the converter already; raises NativeError if it vanished
         elif self.packed and "w2" not in weights.extras:
-            raise WeightError("weights.extras", "oneDNN-packed experts (moe_oracle_cpu.grouped.converter.convert)",
+            raise WeightError("weights.extras", "oneDNN-packed experts (moe_oracle_cpu.cpu_grouped.converter.convert)",
                               f"layout {weights.layout!r} without them")
         amx = self.build == "avx512" and self.dtype == torch.bfloat16 and "amx_bf16" in features
         # Routed pairs from which a forward leaves the native kernels for torch (see AMX_TORCH_ROWS).
