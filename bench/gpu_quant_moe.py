@@ -48,7 +48,7 @@ def _config(cell: str) -> tuple[MoEConfig, bool]:
 def _bytes_per_expert(experts) -> float:
     """Packed weights, scales, zero points, global scales and biases of one expert, as stored."""
     e = experts.config.num_local_experts
-    return sum(t.numel() * t.element_size() for _, t in experts.weights.items()
+    return sum(t.numel() * t.element_size() for t in experts.weights.tensors.values()
                if t.dim() >= 1 and t.shape[0] == e) / e
 
 

@@ -56,9 +56,9 @@ def test_the_plugin_block_builds_valid_specs() -> None:
 
 def test_every_measured_figure_names_its_machine() -> None:
     bullets = re.findall(r"^- \*\*(.+?)\*\*(.*?)(?=^- \*\*|\Z)", section("Measured"), re.S | re.M)
-    assert [title for title, _ in bullets] == ["H100, Triton experts", "CPU", "Selection"]
-    text = {title: " ".join(body.split()) for title, body in bullets}
-    assert text["H100, Triton experts"].startswith(": one NVIDIA H100 80GB HBM3 (")
-    assert text["CPU"].startswith(": an AMD EPYC Zen 4, x86-64 with AVX-512 (AVX512-BF16 and AVX512-VNNI, no AMX), "
-                                  "2 cores")
-    assert text["Selection"].startswith(": the same 2-core AMD EPYC Zen 4")
+    assert [title for title, _ in bullets][-1] == "Selection" and len(bullets) >= 3
+    machines = ("NVIDIA H100 80GB HBM3", "H100", "AMD EPYC Zen 4")
+    for title, body in bullets:
+        text = f"{title} {' '.join(body.split())}"
+        assert any(m in text for m in machines), f"the figure {title!r} does not name its machine"
+        assert re.search(r"20\d\d-\d\d-\d\d", text), f"the figure {title!r} has no date"

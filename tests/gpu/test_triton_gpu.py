@@ -156,6 +156,7 @@ def test_moe_oracle_tune_writes_a_file_the_lookup_uses(tmp_path: Path, monkeypat
         table = configs.tuned_configs(MoEConfig.preset("tiny"), torch.cuda.get_device_name())
     finally:
         configs._load.cache_clear()
-    assert table is not None and sorted(table) == [1, 64]
+    # --tokens are the buckets' upper bounds (1, 2-64, >64); each is tuned at its representative count.
+    assert table is not None and len(table) == 3 and min(table) == 1
     data = json.loads(next(tmp_path.iterdir()).read_text())
     assert all(entry["ms"] <= entry["default_ms"] for entry in data["configs"].values())

@@ -254,3 +254,16 @@ def test_amx_cpus_send_many_rows_per_expert_to_torch(monkeypatch: pytest.MonkeyP
         out = experts.apply(hidden, topk_weights, topk_ids)
         assert_close(out, reference_moe(config, weights, hidden, topk_weights, topk_ids), config=config)
         assert len(calls) == native_calls
+
+
+@pytest.mark.parametrize("device", ["meta"])
+def test_weights_off_the_cpu_are_a_named_error(device: str) -> None:
+    config = MoEConfig(**BASE)
+    weights = {name: t.to(device) for name, t in random_weights(config, seed=0).items()}
+    from moe_oracle import MoELayer
+
+    layer = MoELayer(config, backend="cpu_grouped")
+    with pytest.raises(WeightError, match=r"w13: expected tensors on the CPU \(cpu_grouped's kernels read host "
+                                          r"memory\), got device meta"):
+        layer.load_weights(**weights)
+    assert layer.kernel is None                                               # left as it was

@@ -56,6 +56,16 @@ def test_env_switch_on(monkeypatch: pytest.MonkeyPatch) -> None:
     assert AITER_SPEC.supports(_config(), GFX942).ok
 
 
+@pytest.mark.parametrize("value", ["disable", "2"])
+def test_unknown_switch_values_are_refused_with_the_allowed_ones(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    from moe_oracle.plugin import ConfigError
+    from moe_oracle_rocm.aiter.spec import aiter_enabled
+
+    monkeypatch.setenv("MOE_ORACLE_ROCM_AITER", value)
+    with pytest.raises(ConfigError, match=rf"MOE_ORACLE_ROCM_AITER: unknown value '{value}' \(allowed: , 1, true"):
+        aiter_enabled()
+
+
 def test_arch() -> None:
     mi250 = Platform.simulate("rocm", arch="gfx90a", libraries={"aiter": "0.1.7"})
     assert _reason(_config(), mi250) == "needs arch gfx942/gfx950 (AITER's fused-MoE kernels target CDNA3/CDNA4), have gfx90a"

@@ -36,7 +36,7 @@ import logging
 
 import torch
 
-from moe_oracle.plugin import CanonicalWeights, KernelWeights, MoEConfig, Platform
+from moe_oracle.plugin import CanonicalWeights, KernelWeights, MoEConfig, Platform, WeightError
 from moe_oracle_cpu.cpu_grouped import native
 from moe_oracle_cpu.cpu_grouped.panels import pack_quantized
 from moe_oracle_cpu.cpu_grouped.spec import BACKEND
@@ -100,7 +100,11 @@ def layout_build(weights: KernelWeights) -> str:
 
 def convert(weights: CanonicalWeights, config: MoEConfig) -> KernelWeights:
     """Canonical tensors -> ``KernelWeights(backend="cpu_grouped")``; canonical tensors are shared,
-    packed copies are new (the inputs are never modified)."""
+    packed copies are new (the inputs are never modified). ``WeightError`` for tensors off the CPU
+    (meta tensors included): the kernels read host memory."""
+    if weights.w13.device.type != "cpu":
+        raise WeightError("w13", "tensors on the CPU (cpu_grouped's kernels read host memory)",
+                          f"device {weights.w13.device}")
     tensors = dict(weights.items())
     features = cpu_features()
     build = native_build(config, features)

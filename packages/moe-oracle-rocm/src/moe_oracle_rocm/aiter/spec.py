@@ -16,10 +16,19 @@ those are refused.
 from __future__ import annotations
 
 import os
-import re
 from typing import TYPE_CHECKING
 
-from moe_oracle.plugin import GPT_OSS_SWIGLU_ALPHA, GPT_OSS_SWIGLU_LIMIT, BackendSpec, Check, Support, check, dtype_name
+from moe_oracle.plugin import (
+    GPT_OSS_SWIGLU_ALPHA,
+    GPT_OSS_SWIGLU_LIMIT,
+    BackendSpec,
+    Check,
+    ConfigError,
+    Support,
+    check,
+    dtype_name,
+    library_at_least,
+)
 from moe_oracle_rocm.version import PLUGIN_API
 
 BACKEND = "aiter"
@@ -31,6 +40,7 @@ AITER_RANK = 10
 MIN_VERSION = (0, 1, 7)  # the first aiter.fused_moe taking hidden_pad, intermediate_pad, bias1, bias2
 ENV_SWITCH = "MOE_ORACLE_ROCM_AITER"
 _OFF = ("0", "false", "off", "no")
+_ON = ("", "1", "true", "on", "yes")
 AITER_ARCHS = ("gfx942", "gfx950")
 MXFP4_SCHEMES = ("mxfp4", "mxfp4_a8")
 AITER_SCHEMES = frozenset({
@@ -44,23 +54,15 @@ _SCHEME_ARCH = {
 }
 
 
-def release(version: str) -> tuple[int, ...]:
-    """``"0.1.7.post2.dev18"`` -> ``(0, 1, 7, 2, 18)``'s leading numbers ``(0, 1, 7)``."""
-    match = re.match(r"\s*v?(\d+(?:\.\d+)*)", version)
-    return tuple(int(p) for p in match.group(1).split(".")) if match else ()
-
-
-def _version(config: MoEConfig, platform: Platform) -> Support:
-    have = platform.libraries.get("aiter", "")
-    if release(have) >= MIN_VERSION:
-        return Support.yes()
-    return Support.no(f"needs aiter >= {'.'.join(map(str, MIN_VERSION))} (fused_moe with hidden_pad, "
-                      f"intermediate_pad, bias1, bias2), have {have or 'none'}")
-
-
 def aiter_enabled() -> bool:
-    """False when ``MOE_ORACLE_ROCM_AITER`` is set to 0/false/off/no (read at every check)."""
-    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in _OFF
+    """False when ``MOE_ORACLE_ROCM_AITER`` is 0/false/off/no, True when unset or 1/true/on/yes (read at
+    every check); any other value is a ``ConfigError`` listing the allowed ones."""
+    value = os.environ.get(ENV_SWITCH, "1").strip().lower()
+    if value in _OFF:
+        return False
+    if value in _ON:
+        return True
+    raise ConfigError(ENV_SWITCH, f"unknown value {os.environ[ENV_SWITCH]!r}", allowed=(*_ON, *_OFF))
 
 
 def _scheme_arch(config: MoEConfig, platform: Platform) -> Support:
@@ -102,7 +104,7 @@ def _shapes(config: MoEConfig, platform: Platform) -> Support:
 
 
 CHECKS = (
-    Check(f"aiter >= {'.'.join(map(str, MIN_VERSION))}", _version),
+    library_at_least("aiter", MIN_VERSION, "fused_moe with hidden_pad, intermediate_pad, bias1, bias2"),
     check(f"{ENV_SWITCH} not 0", lambda c, p: aiter_enabled(),
           lambda c, p: f"disabled by {ENV_SWITCH}={os.environ.get(ENV_SWITCH)} (unset it or set 1 to enable)"),
     check(f"arch {'/'.join(AITER_ARCHS)}", lambda c, p: p.arch in AITER_ARCHS,
