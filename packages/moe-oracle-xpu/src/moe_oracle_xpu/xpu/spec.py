@@ -19,8 +19,7 @@ from moe_oracle.plugin import (
     Support,
     check,
     dtype_name,
-    release,
-    show_release,
+    library_at_least,
 )
 from moe_oracle_xpu.version import PLUGIN_API
 
@@ -36,14 +35,6 @@ XPU_SCHEMES = frozenset({"bf16", "fp16", "fp8_tensor", "mxfp8", "mxfp4", "int4_w
 INT4_GROUP = 128
 # Scheme -> the multiple H and I must be (full scale groups along K).
 _SHAPE_MULTIPLE = {"mxfp4": 32, "mxfp8": 32, "int4_w4a16": INT4_GROUP}
-
-
-def _version(config: MoEConfig, platform: Platform) -> Support:
-    have = platform.libraries.get(LIBRARY, "")
-    if release(have) >= MIN_VERSION:
-        return Support.yes()
-    return Support.no(f"needs {LIBRARY} >= {show_release(MIN_VERSION)} (XpuFusedMoe that infers the scheme from the "
-                      f"weights), have {have or 'none'}")
 
 
 def _int4(config: MoEConfig, platform: Platform) -> Support:
@@ -78,7 +69,7 @@ def _shapes(config: MoEConfig, platform: Platform) -> Support:
 
 
 CHECKS = (
-    Check(f"{LIBRARY} >= {show_release(MIN_VERSION)}", _version),
+    library_at_least(LIBRARY, MIN_VERSION, "XpuFusedMoe that infers the scheme from the weights"),
     check("dtype bf16/fp16", lambda c, p: dtype_name(c.dtype) in ("bf16", "fp16"),
           lambda c, p: f"computes in bf16/fp16, config dtype is {dtype_name(c.dtype)}"),
     Check(f"int4_w4a16: group {INT4_GROUP}, symmetric", _int4),
