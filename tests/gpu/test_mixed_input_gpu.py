@@ -25,6 +25,7 @@ from moe_oracle.kernel.weights import CanonicalWeights, canonical_kernel_weights
 from moe_oracle.router import route  # noqa: E402
 from moe_oracle.testing import (  # noqa: E402
     assert_close,
+    assert_graph_replay_equals_eager,
     random_inputs,
     random_weights,
     reference_moe,
@@ -129,19 +130,9 @@ def test_cuda_graph_capture_and_replay(quant: str, tokens: int) -> None:
     experts = _experts(config, random_weights(config, seed=4, device=DEV))
     hidden, logits = random_inputs(config, tokens, seed=5, device=DEV)
     topk_weights, topk_ids = route(logits, config)
-    experts.apply(hidden, topk_weights, topk_ids)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = experts.apply(hidden, topk_weights, topk_ids)
     new_hidden, new_logits = random_inputs(config, tokens, seed=6, device=DEV)
     new_weights, new_ids = route(new_logits, config)
-    hidden.copy_(new_hidden)
-    topk_weights.copy_(new_weights)
-    topk_ids.copy_(new_ids)
-    graph.replay()
-    torch.cuda.synchronize()
-    assert torch.equal(out, experts.apply(new_hidden, new_weights, new_ids))
+    assert_graph_replay_equals_eager(experts.apply, (hidden, topk_weights, topk_ids), (new_hidden, new_weights, new_ids))
 
 
 def test_reference_helper_is_exact_for_exact_schemes() -> None:

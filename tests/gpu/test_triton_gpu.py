@@ -19,7 +19,7 @@ pytest.importorskip("triton")
 from moe_oracle import FusedMoEKernel, MoEConfig, ParallelConfig, oracle_for  # noqa: E402
 from moe_oracle.kernel.weights import canonical_kernel_weights  # noqa: E402
 from moe_oracle.router import route  # noqa: E402
-from moe_oracle.testing import assert_close, random_inputs, random_weights, reference_moe  # noqa: E402
+from moe_oracle.testing import assert_close, assert_graph_replay_equals_eager, random_inputs, random_weights, reference_moe  # noqa: E402
 
 DEV = "cuda"
 FP8_SCHEMES = ("fp8_tensor", "fp8_tensor_static", "fp8_channel", "fp8_block")
@@ -108,20 +108,9 @@ def test_cuda_graph_capture_and_replay(quant: str, tokens: int) -> None:
     experts = _experts(config, random_weights(config, seed=4, device=DEV))
     hidden, logits = random_inputs(config, tokens, seed=5, device=DEV)
     topk_weights, topk_ids = route(logits, config)
-    experts.apply(hidden, topk_weights, topk_ids)  # compile outside the capture
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = experts.apply(hidden, topk_weights, topk_ids)
     new_hidden, new_logits = random_inputs(config, tokens, seed=6, device=DEV)
     new_weights, new_ids = route(new_logits, config)
-    hidden.copy_(new_hidden)
-    topk_weights.copy_(new_weights)
-    topk_ids.copy_(new_ids)
-    graph.replay()
-    torch.cuda.synchronize()
-    eager = experts.apply(new_hidden, new_weights, new_ids)
-    assert torch.equal(out, eager), f"replay differs from eager: max {float((out.float() - eager.float()).abs().max())}"
+    assert_graph_replay_equals_eager(experts.apply, (hidden, topk_weights, topk_ids), (new_hidden, new_weights, new_ids))
 
 
 def test_shipped_h100_configs_load() -> None:

@@ -16,6 +16,7 @@ A backend test reads::
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -384,6 +385,23 @@ from moe_oracle.oracle.schemes import oracle_for  # noqa: E402
 from moe_oracle.router import route  # noqa: E402
 
 
+def assert_graph_replay_equals_eager(run: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor],
+                                     new_inputs: Sequence[torch.Tensor]) -> None:
+    """``run(*inputs)`` captured in a CUDA graph (after one eager call that compiles), replayed on
+    ``new_inputs`` copied into the captured tensors, equals ``run(*new_inputs)`` in eager mode bit for bit."""
+    run(*inputs)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = run(*inputs)
+    for captured, new in zip(inputs, new_inputs, strict=True):
+        captured.copy_(new)
+    graph.replay()
+    torch.cuda.synchronize()
+    eager = run(*new_inputs)
+    assert torch.equal(out, eager), f"replay differs from eager: max {float((out.float() - eager.float()).abs().max())}"
+
+
 def build_kernel(backend: str, config: MoEConfig, weights: CanonicalWeights) -> FusedMoEKernel:
     """Convert, make the quant config and assemble ``backend`` exactly as a layer does."""
     oracle = oracle_for(config)
@@ -394,6 +412,6 @@ def build_kernel(backend: str, config: MoEConfig, weights: CanonicalWeights) -> 
 
 __all__ = [
     "ACTIVATION_TOLERANCES", "REFERENCE_SPEC", "Comparison", "DTYPE_TOLERANCES", "FusedMoEKernel", "SelectionReport",
-    "Tolerance", "assert_close", "build_kernel", "canonical_kernel_weights", "compare", "dense_moe", "oracle_for",
-    "random_inputs", "random_weights", "reference_moe", "route", "tolerance",
+    "Tolerance", "assert_close", "assert_graph_replay_equals_eager", "build_kernel", "canonical_kernel_weights",
+    "compare", "dense_moe", "oracle_for", "random_inputs", "random_weights", "reference_moe", "route", "tolerance",
 ]
